@@ -1,0 +1,61 @@
+# The two commands of the README: `make demo` and `make test`. Only Python 3.11+
+# and make are needed; everything else is installed into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+# mysqlclient compiles against the MySQL/MariaDB client library; without it the
+# MySQL backend is skipped (and reported) instead of breaking the install.
+HAVE_MYSQL_LIB := $(shell pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null && echo yes)
+comma := ,
+EXTRAS := dev$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
+
+.PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix bench bench-smoke docs clean
+
+help:
+	@echo "make demo    set up and start the sample project on http://127.0.0.1:8000/"
+	@echo "make test    set up and run lint, type checks and the tests on every reachable database"
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check django_idempotency
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check-migrations: $(STAMP)
+	PYTHONPATH=. DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/django-admin makemigrations --check --dry-run
+
+test: lint typecheck test-only
+
+test-only: $(STAMP)
+	$(BIN)/python tests/run_backends.py $(ARGS)
+
+matrix: $(STAMP)
+	$(BIN)/tox
+
+demo: $(STAMP)
+	$(MAKE) -C sample_project demo PYTHON=$(abspath $(BIN)/python)
+
+demo-script: $(STAMP)
+	$(MAKE) -C sample_project demo-script PYTHON=$(abspath $(BIN)/python)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python benchmarks/run.py --smoke
+
+clean:
+	rm -rf $(VENV) .tox build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

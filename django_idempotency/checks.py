@@ -1,0 +1,73 @@
+"""System checks for the ``IDEMPOTENCY`` setting (ids ``django_idempotency.E00x``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import parse_setting
+from .options import OptionError
+
+_DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
+SUPPORTED_VENDORS = ("postgresql", "mysql", "sqlite")
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    try:
+        parsed = parse_setting(getattr(settings, "IDEMPOTENCY", None))
+    except OptionError as exc:
+        return [Error(f"IDEMPOTENCY setting: {exc}.", hint=_DOCS, id="django_idempotency.E001")]
+
+    messages: list[CheckMessage] = []
+    databases = getattr(settings, "DATABASES", {})
+    if parsed.database not in databases:
+        messages.append(
+            Error(
+                f"IDEMPOTENCY['DATABASE'] is {parsed.database!r}, which is not in DATABASES.",
+                hint=f"Use one of {sorted(databases)}.",
+                id="django_idempotency.E002",
+            )
+        )
+    else:
+        engine = databases[parsed.database].get("ENGINE", "")
+        if not any(vendor in engine for vendor in SUPPORTED_VENDORS):
+            messages.append(
+                Error(
+                    f"The idempotency records database {parsed.database!r} uses {engine!r}.",
+                    hint="Supported: PostgreSQL, MySQL/MariaDB and SQLite.",
+                    id="django_idempotency.E003",
+                )
+            )
+    if parsed.lock == "cache":
+        caches = getattr(settings, "CACHES", {})
+        backend = caches.get(parsed.cache_alias, {}).get("BACKEND", "")
+        if parsed.cache_alias not in caches:
+            messages.append(
+                Error(
+                    f"IDEMPOTENCY['CACHE_ALIAS'] is {parsed.cache_alias!r}, which is not in CACHES.",
+                    hint=f"Use one of {sorted(caches)}.",
+                    id="django_idempotency.E004",
+                )
+            )
+        elif "django_redis" not in backend:
+            messages.append(
+                Error(
+                    f"IDEMPOTENCY['LOCK'] = 'cache' needs a django-redis cache; "
+                    f"{parsed.cache_alias!r} uses {backend!r}.",
+                    hint="Only Redis gives an atomic lock shared by every app server. "
+                    "Install django-idempotency[redis] and use django_redis.cache.RedisCache.",
+                    id="django_idempotency.E005",
+                )
+            )
+    if "rest_framework" not in getattr(settings, "INSTALLED_APPS", ()):
+        messages.append(
+            Warning(
+                "django_idempotency protects Django REST Framework views, but "
+                "'rest_framework' is not in INSTALLED_APPS.",
+                id="django_idempotency.W001",
+            )
+        )
+    return messages

@@ -1,0 +1,287 @@
+"""The one engine behind ``@idempotent`` and ``IdempotencyMixin``.
+
+It runs in place of the DRF handler, after ``APIView.initial()`` has
+authenticated, checked permissions and throttled, so a replay is never served
+to a caller the view itself would refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.http.response import HttpResponseBase
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import conf, signals, store
+from .connections import claim_connection, in_caller_transaction
+from .exceptions import IdempotencyError, KeyInvalid, KeyMissing, KeyReused, RequestInProgress, Unavailable
+from .identity import endpoint_of, fingerprint_of, lookup_hash, request_id_of, scope_of
+from .keys import InvalidKey, parse_key
+from .options import Options, OptionError, validate_options
+from .responses import replay, storable_headers, unstorable_reason
+
+logger = logging.getLogger("django_idempotency")
+
+Handler = Callable[..., HttpResponseBase]
+
+#: How often a claim is retried when the row it conflicted with changed under it.
+_CLAIM_ATTEMPTS = 3
+
+
+class ViewOptions:
+    """Per-view options, validated once at decoration time and merged with the
+    settings on first use (again after ``IDEMPOTENCY`` changes)."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        try:
+            self.overrides = validate_options(raw)
+        except OptionError as exc:
+            raise ImproperlyConfigured(f"idempotency options: {exc}") from None
+        self._resolved: Options | None = None
+        self._generation = -1
+
+    def get(self) -> Options:
+        if self._resolved is None or self._generation != conf.generation:
+            self._resolved = conf.resolve(self.overrides)
+            self._generation = conf.generation
+        return self._resolved
+
+
+class _Fenced(Exception):
+    """Our claim was taken over while the view ran; its result must not count."""
+
+
+def handle(
+    view: APIView,
+    request: Request,
+    handler: Handler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+) -> HttpResponseBase:
+    if request.method not in options.methods:
+        return handler(request, *args, **kwargs)
+    raw_key = request.headers.get(options.header)
+    if raw_key is None:
+        if options.required:
+            return _problem(KeyMissing(), None, options)
+        return handler(request, *args, **kwargs)
+    request_id = request_id_of(request, options)
+    try:
+        key = parse_key(raw_key, options)
+    except InvalidKey as exc:
+        return _problem(KeyInvalid(str(exc)), request_id, options)
+
+    endpoint = endpoint_of(request)
+    scope = scope_of(request, options)
+    new = store.NewRecord(
+        lookup_hash=lookup_hash(scope, key, endpoint if options.per_endpoint else None),
+        key=key,
+        scope=scope,
+        endpoint=endpoint,
+        method=request.method or "",
+        path=request.path,
+        fingerprint=fingerprint_of(request, options),
+        request_id=request_id,
+        ttl=options.ttl,
+        lock_timeout=options.lock_timeout,
+    )
+    alias = conf.get_settings().database
+    sender = type(view)
+    try:
+        outcome = _claim(alias, new)
+    except DatabaseError:
+        logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
+        return _problem(Unavailable(), request_id, options)
+
+    if isinstance(outcome, store.Existing):
+        signal_kwargs = {"request": request, "key": key, "record_id": outcome.record_id}
+        if not outcome.same_request:
+            signals.idempotency_conflict.send(sender, **signal_kwargs)
+            return _problem(KeyReused(status=options.mismatch_status), request_id, options)
+        if outcome.state == "completed":
+            signals.idempotency_replayed.send(sender, **signal_kwargs)
+            logger.debug("Replaying idempotency record %s", outcome.record_id)
+            response = replay(store.stored_response(outcome), options)
+            if options.request_id_header:
+                response[options.request_id_header] = outcome.request_id
+            return response
+        signals.idempotency_in_progress.send(sender, **signal_kwargs)
+        return _problem(RequestInProgress(), request_id, options)
+
+    return _run(view, request, handler, args, kwargs, options, alias, outcome, key, request_id)
+
+
+def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
+    """Claim the key, or return the record that answers for it."""
+    connection, _ = claim_connection(alias)
+    for _attempt in range(_CLAIM_ATTEMPTS):
+        found = store.insert_or_fetch(connection, new)
+        if found is None:  # deleted between our INSERT and SELECT: try again
+            continue
+        if isinstance(found, store.Claim):
+            return found
+        if found.expired or (found.same_request and found.state != "completed" and found.abandoned):
+            taken = store.take_over(connection, new, found)
+            if taken is not None:
+                if not found.expired:
+                    logger.warning(
+                        "Took over abandoned idempotency record %s (its claim timed out)",
+                        found.record_id,
+                    )
+                return taken
+            continue  # another retry won the takeover: look again
+        return found
+    # Rows that keep changing under us: a storm of racing retries. Say so.
+    raise DatabaseError("idempotency record kept changing while claiming")
+
+
+def _run(
+    view: APIView,
+    request: Request,
+    handler: Handler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+    alias: str,
+    claim: store.Claim,
+    key: str,
+    request_id: str,
+) -> HttpResponseBase:
+    connection = connections[alias]
+
+    def run_view() -> HttpResponseBase:
+        response = handler(request, *args, **kwargs)
+        return _rendered(view, request, response, args, kwargs)
+
+    if options.atomic:
+        finished = False
+        try:
+            with transaction.atomic(using=alias):
+                response = run_view()
+                finished = True
+                # Inside the transaction: the record and the view's writes commit
+                # together. Done last, so duplicates never wait on this row lock
+                # for longer than the commit.
+                stored = _finish(connection, claim, response, options)
+        except _Fenced:
+            # Another request took the claim over and runs the view: ours was
+            # rolled back, so the operation still happens exactly once.
+            return _problem(RequestInProgress(), request_id, options)
+        except DatabaseError:
+            if not finished:
+                _release_quietly(alias, claim)
+                raise  # the view's own database error, as without the app
+            # Storing or committing failed: nothing of the view was kept (a
+            # commit that did happen left the record completed, which the
+            # release below never deletes).
+            logger.exception("Could not store idempotency record %s", claim.record_id)
+            _release_quietly(alias, claim)
+            return _problem(Unavailable(), request_id, options)
+        except BaseException:
+            _release_quietly(alias, claim)
+            raise
+    else:
+        try:
+            response = run_view()
+        except BaseException:
+            # Any exception (validation errors, bugs, a worker's SystemExit on
+            # timeout): the operation did not complete, so a retry may run it.
+            _release_quietly(alias, claim)
+            raise
+        try:
+            if in_caller_transaction(connection):
+                # A savepoint, so a failure here cannot abort the caller's transaction.
+                with transaction.atomic(using=alias):
+                    stored = _finish(connection, claim, response, options)
+            else:
+                stored = _finish(connection, claim, response, options)
+        except _Fenced:
+            logger.warning(
+                "Idempotency record %s was taken over while its view ran (longer than "
+                "lock_timeout); the response was not stored",
+                claim.record_id,
+            )
+            stored = False
+        except DatabaseError:
+            # The view's effects are committed: keep the claim, so no retry runs
+            # it again before lock_timeout. Answer with the real result.
+            logger.exception(
+                "Could not store idempotency record %s; its key stays locked until "
+                "lock_timeout",
+                claim.record_id,
+            )
+            stored = False
+
+    if stored:
+        signals.idempotency_stored.send(
+            type(view), request=request, key=key, record_id=claim.record_id
+        )
+    if options.request_id_header:
+        response[options.request_id_header] = request_id
+    return response
+
+
+def _rendered(
+    view: APIView,
+    request: Request,
+    response: HttpResponseBase,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> HttpResponseBase:
+    """Render now, as DRF would later, so the bytes we store are the bytes sent.
+
+    ``finalize_response`` attaches the negotiated renderer; calling it again
+    later (DRF does, after the handler) changes nothing, and Django skips
+    ``render()`` on a response that is already rendered.
+    """
+    if isinstance(response, Response):
+        response = view.finalize_response(request, response, *args, **kwargs)
+        response.render()
+    return response
+
+
+def _finish(connection: Any, claim: store.Claim, response: HttpResponseBase, options: Options) -> bool:
+    """Store the response or, if it must not be stored, release the key."""
+    reason = unstorable_reason(response, options)
+    if reason is not None:
+        if reason != "server error":
+            logger.warning("Idempotency record %s not stored: %s", claim.record_id, reason)
+        store.release(connection, claim)
+        return False
+    if not store.complete(
+        connection,
+        claim,
+        response.status_code,
+        storable_headers(response, options),
+        response.content,  # type: ignore[attr-defined]
+    ):
+        raise _Fenced
+    return True
+
+
+def _release_quietly(alias: str, claim: store.Claim) -> None:
+    """Release on the claiming connection: it commits even when the caller's
+    transaction is about to roll back. A failure leaves the claim to expire."""
+    connection, _ = claim_connection(alias)
+    try:
+        store.release(connection, claim)
+    except DatabaseError:
+        logger.exception(
+            "Could not release idempotency record %s; it is freed after lock_timeout",
+            claim.record_id,
+        )
+
+
+def _problem(error: IdempotencyError, request_id: str | None, options: Options) -> HttpResponseBase:
+    response = error.as_response()
+    if request_id and options.request_id_header:
+        response[options.request_id_header] = request_id
+    return response

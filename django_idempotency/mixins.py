@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from rest_framework.request import Request
+
+from . import engine
+from .decorators import MARKER
+
+
+class IdempotencyMixin:
+    """Honour idempotency keys on every applicable method of a DRF view.
+
+    Put it before the DRF base class::
+
+        class TransferView(IdempotencyMixin, generics.CreateAPIView):
+            idempotency_options = {"required": True}
+
+    Handlers that carry their own ``@idempotent`` keep their own options.
+    """
+
+    idempotency_options: ClassVar[Mapping[str, Any]] = {}
+    _idempotency_view_options: ClassVar[engine.ViewOptions]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Validated when the class is defined, like the decorator's options.
+        cls._idempotency_view_options = engine.ViewOptions(cls.idempotency_options)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        # DRF looks the handler up after initial(); an instance attribute
+        # (the view instance lives for one request) routes it through the engine.
+        method = (request.method or "").lower()
+        if method not in self.http_method_names:  # type: ignore[attr-defined]
+            return
+        handler = getattr(self, method, None)
+        if handler is None or getattr(handler, MARKER, None) is not None:
+            return
+        options = self._idempotency_view_options.get()
+
+        def idempotent_handler(request: Request, *a: Any, **kw: Any) -> Any:
+            return engine.handle(self, request, handler, a, kw, options)  # type: ignore[arg-type]
+
+        setattr(self, method, idempotent_handler)

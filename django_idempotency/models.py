@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .options import KEY_MAX_LENGTH_LIMIT
+
+
+class State(models.TextChoices):
+    IN_PROGRESS = "in_progress", _("in progress")
+    COMPLETED = "completed", _("completed")
+
+
+class IdempotencyRecord(models.Model):
+    """One idempotency key of one scope: its claim while the request runs,
+    then the stored response that every retry receives until ``expires_at``.
+
+    The hot path reads and writes this table with raw SQL (``store.py``); the
+    ORM model serves migrations, the admin, purging and tests.
+    """
+
+    # The key can be 1024 characters; MySQL/MariaDB cannot put a unique index
+    # on that, so uniqueness lives on a fixed-length hash of (scope, key[, endpoint]).
+    lookup_hash = models.CharField(
+        _("lookup hash"),
+        max_length=64,
+        help_text=_("SHA-256 of scope, key and (with per_endpoint) endpoint."),
+    )
+    key = models.CharField(_("key"), max_length=KEY_MAX_LENGTH_LIMIT)
+    scope = models.CharField(
+        _("scope"), max_length=255, help_text=_("Whose key space the key lives in.")
+    )
+    endpoint = models.CharField(
+        _("endpoint"), max_length=255, help_text=_("Method and URL route that matched.")
+    )
+    method = models.CharField(_("method"), max_length=16)
+    path = models.CharField(_("path"), max_length=2048)
+    fingerprint = models.CharField(
+        _("request fingerprint"),
+        max_length=64,
+        help_text=_("SHA-256 of what must be identical for a retry; bodies are never stored."),
+    )
+    state = models.CharField(_("state"), max_length=16, choices=State.choices)
+    token = models.CharField(
+        _("claim token"),
+        max_length=32,
+        help_text=_("Random per claim; every later write must present it (fencing)."),
+    )
+    request_id = models.CharField(_("request id"), max_length=128, blank=True)
+    created_at = models.DateTimeField(_("created"))
+    locked_until = models.DateTimeField(
+        _("locked until"),
+        help_text=_("While in progress: after this the claim counts as abandoned."),
+    )
+    expires_at = models.DateTimeField(_("expires"))
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True)
+    response_headers = models.TextField(
+        _("response headers"), blank=True, help_text=_("JSON list of [name, value] pairs.")
+    )
+    response_body = models.BinaryField(_("response body"), null=True)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["lookup_hash"], name="idempotency_lookup_uniq"),
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], name="idempotency_expires_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.scope}, {self.get_state_display()})"
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        if not self.response_headers:
+            return []
+        return [(name, value) for name, value in json.loads(self.response_headers)]

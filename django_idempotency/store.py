@@ -1,0 +1,275 @@
+"""The record table on the hot path, in raw SQL.
+
+Every time comparison uses the database's clock, never the app server's: a
+server whose clock runs ahead must not see a live claim as abandoned.
+
+Statements per request (transaction control not counted):
+- first request: one INSERT (claim) and one UPDATE (store);
+- replay, mismatch, in progress: one statement on PostgreSQL (INSERT ... ON
+  CONFLICT DO NOTHING and the SELECT of the existing row in one CTE), two on
+  SQLite and MySQL/MariaDB (the INSERT, then the SELECT).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .models import IdempotencyRecord, State
+
+_MYSQL_DUPLICATE_ENTRY = 1062
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    lookup_hash: str
+    key: str
+    scope: str
+    endpoint: str
+    method: str
+    path: str
+    fingerprint: str
+    request_id: str
+    ttl: timedelta
+    lock_timeout: timedelta
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to run the view, proven by ``token`` on every later write."""
+
+    record_id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Existing:
+    record_id: int
+    state: str
+    same_request: bool
+    token: str
+    request_id: str
+    status: int | None
+    headers: str
+    body: bytes | None
+    expired: bool
+    abandoned: bool
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    request_id: str
+
+
+class _Dialect:
+    """Vendor SQL for the few places where the backends differ."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.vendor = connection.vendor
+        self.qn = connection.ops.quote_name
+        self.table = self.qn(IdempotencyRecord._meta.db_table)
+        if self.vendor == "postgresql":
+            self.now = "statement_timestamp()"
+        elif self.vendor == "mysql":
+            self.now = "UTC_TIMESTAMP(6)"
+        else:
+            self.now = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+
+    def later(self, delta: timedelta) -> tuple[str, Any]:
+        """SQL for "database now + delta" and its parameter."""
+        if self.vendor == "postgresql":
+            return f"{self.now} + %s * interval '1 second'", delta.total_seconds()
+        if self.vendor == "mysql":
+            return f"{self.now} + INTERVAL %s MICROSECOND", delta // timedelta(microseconds=1)
+        return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)", f"+{delta.total_seconds()} seconds"
+
+
+_INSERT_COLUMNS = (
+    "lookup_hash", "key", "scope", "endpoint", "method", "path", "fingerprint", "state",
+    "token", "request_id", "response_headers", "created_at", "locked_until", "expires_at",
+)
+
+
+def _insert_sql(d: _Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]:
+    lock_sql, lock_param = d.later(new.lock_timeout)
+    ttl_sql, ttl_param = d.later(new.ttl)
+    columns = ", ".join(d.qn(c) for c in _INSERT_COLUMNS)
+    sql = (
+        f"INSERT INTO {d.table} ({columns}) VALUES "
+        f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', {d.now}, {lock_sql}, {ttl_sql})"
+    )
+    params = [
+        new.lookup_hash, new.key, new.scope[:255], new.endpoint[:255], new.method, new.path[:2048],
+        new.fingerprint, State.IN_PROGRESS.value, token, new.request_id, lock_param, ttl_param,
+    ]
+    return sql, params
+
+
+def _select_columns(d: _Dialect) -> str:
+    # The body is only fetched when it will be replayed.
+    return (
+        "id, state, fingerprint = %s, token, request_id, response_status, response_headers, "
+        f"CASE WHEN fingerprint = %s THEN response_body END, "
+        f"expires_at <= {d.now}, locked_until <= {d.now}"
+    )
+
+
+def _existing(row: Sequence[Any]) -> Existing:
+    body = row[7]
+    return Existing(
+        record_id=row[0],
+        state=row[1],
+        same_request=bool(row[2]),
+        token=row[3],
+        request_id=row[4],
+        status=row[5],
+        headers=row[6],
+        body=None if body is None else bytes(body),
+        expired=bool(row[8]),
+        abandoned=bool(row[9]),
+    )
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | Existing | None:
+    """Claim the key, or return the row that holds it (None: it vanished meanwhile)."""
+    d = _Dialect(connection)
+    token = new_token()
+    insert, params = _insert_sql(d, new, token)
+    columns = _select_columns(d)
+    select = f"SELECT {columns} FROM {d.table} WHERE lookup_hash = %s"
+    select_params = [new.fingerprint, new.fingerprint, new.lookup_hash]
+    with connection.cursor() as cursor:
+        if d.vendor == "postgresql":
+            # One round trip: the SELECT branch returns the existing row when the
+            # INSERT did nothing. It reads the statement's snapshot, so a row
+            # committed while the statement ran can be missed; the plain SELECT
+            # below catches that rare case.
+            cursor.execute(
+                f"WITH ins AS ({insert} ON CONFLICT (lookup_hash) DO NOTHING RETURNING id) "
+                "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE "
+                f"FROM ins UNION ALL SELECT id, FALSE, {columns.removeprefix('id, ')} "
+                f"FROM {d.table} WHERE lookup_hash = %s AND NOT EXISTS (SELECT 1 FROM ins)",
+                [*params, *select_params],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                if row[1]:
+                    return Claim(row[0], token)
+                return _existing((row[0], *row[2:]))
+        elif d.vendor == "sqlite":
+            cursor.execute(f"{insert} ON CONFLICT (lookup_hash) DO NOTHING", params)
+            if cursor.rowcount == 1:
+                return Claim(_lastrowid(cursor), token)
+        else:
+            try:
+                cursor.execute(insert, params)
+            except IntegrityError as exc:
+                if getattr(exc.__cause__, "args", (None,))[0] != _MYSQL_DUPLICATE_ENTRY:
+                    raise
+            else:
+                return Claim(_lastrowid(cursor), token)
+        cursor.execute(select, select_params)
+        row = cursor.fetchone()
+    return None if row is None else _existing(row)
+
+
+def _lastrowid(cursor: Any) -> int:
+    rowid = cursor.lastrowid
+    assert isinstance(rowid, int)
+    return rowid
+
+
+def take_over(
+    connection: BaseDatabaseWrapper, new: NewRecord, existing: Existing
+) -> Claim | None:
+    """Replace an expired record or take over an abandoned claim; None if another won.
+
+    The old token in the WHERE clause makes this a compare-and-set: of several
+    racing retries exactly one updates the row. The time condition is checked
+    again with the database clock, so a claim completed meanwhile stays.
+    """
+    d = _Dialect(connection)
+    token = new_token()
+    lock_sql, lock_param = d.later(new.lock_timeout)
+    params: list[Any] = [
+        token, State.IN_PROGRESS.value, new.fingerprint, new.key, new.scope[:255],
+        new.endpoint[:255], new.method, new.path[:2048], new.request_id, lock_param,
+    ]
+    if existing.expired:
+        ttl_sql, ttl_param = d.later(new.ttl)
+        renew = f", created_at = {d.now}, expires_at = {ttl_sql}"
+        condition = f"expires_at <= {d.now}"
+        params.append(ttl_param)
+    else:
+        renew = ""
+        condition = f"state = %s AND locked_until <= {d.now}"
+    sql = (
+        f"UPDATE {d.table} SET token = %s, state = %s, fingerprint = %s, {d.qn('key')} = %s, "
+        "scope = %s, endpoint = %s, method = %s, path = %s, request_id = %s, "
+        f"locked_until = {lock_sql}{renew}, completed_at = NULL, response_status = NULL, "
+        "response_headers = '', response_body = NULL "
+        f"WHERE id = %s AND token = %s AND {condition}"
+    )
+    params += [existing.record_id, existing.token]
+    if not existing.expired:
+        params.append(State.IN_PROGRESS.value)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        won = cursor.rowcount == 1
+    return Claim(existing.record_id, token) if won else None
+
+
+def complete(
+    connection: BaseDatabaseWrapper,
+    claim: Claim,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> bool:
+    """Store the response; False if the claim was taken over (fenced out)."""
+    d = _Dialect(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {d.table} SET state = %s, completed_at = {d.now}, response_status = %s, "
+            "response_headers = %s, response_body = %s "
+            "WHERE id = %s AND token = %s AND state = %s",
+            [
+                State.COMPLETED.value, status, json.dumps(headers), body,
+                claim.record_id, claim.token, State.IN_PROGRESS.value,
+            ],
+        )
+        return cursor.rowcount == 1
+
+
+def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
+    """Free the key so a retry runs the view; never touches a completed record."""
+    d = _Dialect(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {d.table} WHERE id = %s AND token = %s AND state = %s",
+            [claim.record_id, claim.token, State.IN_PROGRESS.value],
+        )
+        return cursor.rowcount == 1
+
+
+def stored_response(existing: Existing) -> StoredResponse:
+    return StoredResponse(
+        status=existing.status or 200,
+        headers=[(n, v) for n, v in json.loads(existing.headers or "[]")],
+        body=existing.body or b"",
+        request_id=existing.request_id,
+    )

@@ -1,0 +1,9 @@
+from rest_framework import serializers
+
+from .models import Payment
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Payment
+        fields = ["id", "amount", "reference"]

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from tests.testapp import views
+
+router = DefaultRouter()
+router.register("viewset", views.PaymentViewSet, basename="viewset")
+router.register("mixin-viewset", views.MixinViewSet, basename="mixin-viewset")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("function/", views.function_view),
+    path("letters/", views.letter_view),
+    path("atomic/", views.atomic_view),
+    path("per-endpoint/a/", views.per_endpoint_a),
+    path("per-endpoint/b/", views.per_endpoint_b),
+    path("binary/", views.binary_view),
+    path("streaming/", views.streaming_view),
+    path("plain-json/", views.plain_json_view),
+    path("apiview/", views.PaymentAPIView.as_view()),
+    path("generic/", views.PaymentCreateView.as_view()),
+    path("private/", views.PrivateView.as_view()),
+    path("throttled/", views.ThrottledView.as_view()),
+    path("", include(router.urls)),
+]
