@@ -1,0 +1,138 @@
+"""Real gunicorn servers, several sync worker processes each, sharing the test
+database with the test process. Tests that use them need
+``@pytest.mark.django_db(transaction=True)`` so that rows are committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 8
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def post(self, path: str, key: str, **kwargs):  # type: ignore[no-untyped-def]
+        headers = {"Idempotency-Key": key, **kwargs.pop("headers", {})}
+        return requests.post(
+            self.url + path, json=kwargs.pop("json", {"amount": 1}), headers=headers,
+            timeout=60, **kwargs,
+        )
+
+    def fire(self, path: str, key: str, n: int, **kwargs) -> list[requests.Response]:  # type: ignore[no-untyped-def]
+        """Send n identical requests at the same moment from n threads."""
+        barrier = threading.Barrier(n)
+        results: list[requests.Response | BaseException] = [None] * n  # type: ignore[list-item]
+
+        def one(i: int) -> None:
+            barrier.wait()
+            try:
+                results[i] = self.post(path, key, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                results[i] = exc
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, f"requests failed: {errors[:3]}\n{self.log.read_text()[-3000:]}"
+        return results  # type: ignore[return-value]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(db_name: str, tmp: Path, env_extra: dict[str, str]) -> Server:
+    port = _free_port()
+    log = tmp / f"gunicorn-{port}.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.concurrency.settings",
+        "IDEMPOTENCY_SERVER_DB_NAME": db_name,
+        "PYTHONPATH": str(ROOT),
+        **env_extra,
+    }
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "tests.concurrency.wsgi:application",
+                "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
+                "--timeout", "120", "--graceful-timeout", "2", "--log-level", "warning",
+            ],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{log.read_text()}")
+        try:
+            requests.get(url, timeout=(1, 10))
+            return Server(url, process, log)
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+
+
+def _stop(server: Server) -> None:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    django_db_setup: None, django_db_blocker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator:
+    """``server_factory(**env)``: one gunicorn per distinct environment, reused."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        db_name = connection.settings_dict["NAME"]
+    tmp = tmp_path_factory.mktemp("servers")
+    servers: dict[tuple[tuple[str, str], ...], Server] = {}
+
+    def get(**env: str) -> Server:
+        key = tuple(sorted(env.items()))
+        if key not in servers:
+            servers[key] = _start(db_name, tmp, env)
+        return servers[key]
+
+    yield get
+    for server in servers.values():
+        _stop(server)
+
+
+@pytest.fixture
+def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
+    return server_factory()
+
+
+@pytest.fixture
+def pid_dir(tmp_path: Path) -> Path:
+    return tmp_path

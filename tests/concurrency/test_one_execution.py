@@ -1,0 +1,29 @@
+"""Guarantee 1 of docs/concurrency.md: N identical requests that arrive at once
+on separate worker processes run the view exactly once."""
+
+import pytest
+
+from tests.testapp.models import Payment
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+ROUNDS = 5
+CONCURRENT = 20
+
+
+@pytest.mark.parametrize("path", ["plain/", "atomic/"])
+def test_simultaneous_duplicates_run_the_view_once(server, path):
+    for round_ in range(ROUNDS):
+        key = f"race-{path.strip('/')}-{round_}"
+        responses = server.fire(path, key, CONCURRENT, headers={"X-Sleep": "0.3"})
+
+        assert Payment.objects.filter(reference=key).count() == 1
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) <= {201, 409}, statuses
+        originals = [
+            r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+        ]
+        assert len(originals) == 1, statuses
+        # Every 201 is the same operation: replays carry the first answer.
+        ids = {r.json()["id"] for r in responses if r.status_code == 201}
+        assert len(ids) == 1

@@ -1,0 +1,37 @@
+"""Views for the concurrency tests. Each creates one Payment whose reference is
+the idempotency key, so a test counts executions per key. The ``X-Sleep``
+header (not part of the fingerprint) makes a request slow; ``X-Pid-Dir`` makes
+the worker write its pid to a file there before sleeping, so a test can kill it.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+
+from django_idempotency import idempotent
+from tests.testapp.models import Payment
+
+
+def _work(request):
+    key = request.headers.get("Idempotency-Key", "")
+    payment = Payment.objects.create(amount=int(request.data.get("amount", 1)), reference=key)
+    pid_dir = request.headers.get("X-Pid-Dir")
+    if pid_dir:
+        Path(pid_dir, f"{key}.pid").write_text(str(os.getpid()))
+    time.sleep(float(request.headers.get("X-Sleep", "0")))
+    return Response({"id": payment.pk, "pid": os.getpid()}, status=201)
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=3)
+def plain(request):
+    return _work(request)
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=3, atomic=True)
+def atomic(request):
+    return _work(request)
