@@ -1,9 +1,10 @@
 import time
+from datetime import timedelta
 
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action, api_view
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
@@ -129,10 +130,92 @@ class PrivateView(APIView):
         return _create(request)
 
 
+class TwoPerMinuteThrottle(AnonRateThrottle):
+    # A rate on the class: the test settings define no DEFAULT_THROTTLE_RATES.
+    rate = "2/minute"
+
+
 class ThrottledView(APIView):
-    throttle_classes = [AnonRateThrottle]
-    throttle_scope = "anon"
+    throttle_classes = [TwoPerMinuteThrottle]
 
     @idempotent
     def post(self, request):
         return _create(request)
+
+
+class AdminOnlyView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @idempotent
+    def post(self, request):
+        return _create(request)
+
+
+@api_view(["POST", "PUT"])
+def bare_view(request):
+    """function_view without the app: the baseline of the query counts."""
+    return _create(request)
+
+
+@api_view(["POST"])
+@idempotent
+def headers_view(request):
+    """Answers with every kind of header, to see which ones are stored."""
+    Payment.objects.create(amount=1)
+    response = Response({"ok": True}, status=201)
+    response["Location"] = "/payments/1/"
+    response["ETag"] = '"v1"'
+    response["Authorization"] = "Bearer secret-token"
+    response["Cookie"] = "sessionid=secret"
+    response["WWW-Authenticate"] = "Token"
+    response["RateLimit-Remaining"] = "9"
+    response["X-RateLimit-Limit"] = "10"
+    response["X-Custom"] = "kept"
+    response.set_cookie("sessionid", "secret")
+    return response
+
+
+def tenant_scope(request):
+    """A scope callable: keys live in the tenant named by a header."""
+    return "tenant:" + request.headers.get("X-Tenant", "none")
+
+
+def amount_fingerprint(request):
+    """A fingerprint callable: only the amount must match for a retry."""
+    return str(request.data.get("amount"))
+
+
+#: name -> options of a function view served at ``/options/<name>/``.
+OPTION_VIEWS = {
+    "header": {"header": "X-Custom-Key"},
+    "required": {"required": True},
+    "methods": {"methods": ["PUT", "DELETE"]},
+    "lengths": {"key_min_length": 8, "key_max_length": 16},
+    "long-keys": {"key_max_length": 1024},
+    "pattern": {"key_pattern": r"ord_[0-9]{4}"},
+    "short-ttl": {"ttl": timedelta(seconds=1), "lock_timeout": 1},
+    "scope-callable": {"scope": tenant_scope},
+    "scope-dotted": {"scope": "tests.testapp.views.tenant_scope"},
+    "fingerprint": {"fingerprint": amount_fingerprint},
+    "replay-status": {"replay_status": 200},
+    "replayed-header": {"replayed_header": "X-Was-Replayed"},
+    "no-replayed-header": {"replayed_header": None},
+    "request-id-header": {"request_id_header": "X-Correlation-Id"},
+    "no-request-id": {"request_id_header": None},
+    "mismatch-status": {"mismatch_status": 409},
+    "store-server-errors": {"store_server_errors": True},
+    "max-response-bytes": {"max_response_bytes": 10},
+}
+
+
+def _option_view(name, options):
+    @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @idempotent(**options)
+    def view(request):
+        return _create(request, reference=name)
+
+    view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"
+    return view
+
+
+option_views = {name: _option_view(name, options) for name, options in OPTION_VIEWS.items()}

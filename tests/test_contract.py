@@ -1,0 +1,568 @@
+"""The HTTP contract of issue 2, rules 1-12, through DRF's APIClient on every
+kind of view: function views, APIView, GenericAPIView with the mixin, ViewSet
+``create`` and ``@action`` methods (decorator and mixin)."""
+
+import datetime as dt
+import json
+import re
+import uuid
+
+import pytest
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
+
+from django_idempotency.identity import default_fingerprint
+from django_idempotency.models import IdempotencyRecord, State
+from tests.factories import RecordFactory
+from tests.testapp.models import Payment
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+#: (id, URL, required) of one POST endpoint of every kind of view.
+VIEW_KINDS = [
+    pytest.param("/function/", False, id="api_view"),
+    pytest.param("/apiview/", False, id="APIView"),
+    pytest.param("/generic/", True, id="GenericAPIView+mixin"),
+    pytest.param("/viewset/", True, id="ViewSet.create"),
+    pytest.param("/viewset/refund/", False, id="ViewSet@action"),
+    pytest.param("/mixin-viewset/", False, id="mixin-ViewSet.create"),
+    pytest.param("/mixin-viewset/bulk/", False, id="mixin-ViewSet@action"),
+]
+OPTIONAL_KINDS = [p for p in VIEW_KINDS if not p.values[1]]
+REQUIRED_KINDS = [p for p in VIEW_KINDS if p.values[1]]
+
+
+def new_key():
+    # A UUID suits every view, including the one with key_pattern [0-9a-f-]{36}.
+    return str(uuid.uuid4())
+
+
+def post(client, url, data=None, key=None, *, method="post", header="Idempotency-Key", **extra):
+    if key is not None:
+        extra["HTTP_" + header.upper().replace("-", "_")] = key
+    body = {"amount": 10} if data is None else data
+    return getattr(client, method)(url, body, format="json", **extra)
+
+
+def assert_problem(response, status, code):
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/problem+json"
+    problem = json.loads(response.content)
+    assert set(problem) >= PROBLEM_FIELDS
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["type"]
+    return problem
+
+
+def fingerprint_for(url, data, method="post", query=""):
+    """The default fingerprint of the request APIClient sends with ``post()``."""
+    factory = APIRequestFactory()
+    django_request = getattr(factory, method)(url + query, data, format="json")
+    return default_fingerprint(Request(django_request)).hex()
+
+
+def record_for(key):
+    return IdempotencyRecord.objects.get(key=key)
+
+
+# Rule 1 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [("put", "/function/"), ("delete", "/function/"), ("get", "/function/"), ("get", "/generic/")],
+)
+@pytest.mark.parametrize("key", ["valid-key", "", "not ascii \u00e9", "a" * 2000])
+def test_rule1_other_methods_ignore_the_key_entirely(client, method, url, key):
+    response = getattr(client, method)(url, {"amount": 3}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    # The view ran as without the app, even with an invalid key; no record.
+    assert response.status_code in (200, 201)
+    assert "Idempotent-Replayed" not in response
+    assert "X-Request-Id" not in response
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule1_a_second_put_with_the_same_key_runs_again(client):
+    post(client, "/function/", key="k", method="put")
+    post(client, "/function/", key="k", method="put")
+
+    assert Payment.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule1_mixin_ignores_safe_methods_on_a_required_view(client):
+    # /generic/ requires a key for POST; a GET without one is a plain list.
+    response = client.get("/generic/")
+
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+# Rule 2 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "required"), OPTIONAL_KINDS)
+def test_rule2_no_key_runs_unprotected(client, url, required):
+    first = post(client, url)
+    second = post(client, url)
+
+    assert first.status_code == second.status_code == 201
+    assert Payment.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 0
+    assert "Idempotent-Replayed" not in second
+
+
+@pytest.mark.parametrize(("url", "required"), [*REQUIRED_KINDS, ("/letters/", True)])
+def test_rule2_required_key_missing_is_400(client, url, required):
+    response = post(client, url)
+
+    assert_problem(response, 400, "idempotency_key_missing")
+    assert Payment.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+
+
+# Rule 3 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("", "empty"),
+        ("x" * 256, "at most 255"),
+        ("cl\u00e9", "ASCII"),
+        ("key-a, key-b", "once"),
+        ("has space", "not allowed"),
+    ],
+)
+def test_rule3_invalid_key_is_400_naming_the_rule(client, url, required, key, rule):
+    response = post(client, url, key=key)
+
+    problem = assert_problem(response, 400, "idempotency_key_invalid")
+    assert rule in problem["detail"]
+    assert Payment.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule3_pattern_is_checked_on_the_mixin_view(client):
+    # GenericAPIView's idempotency_options: key_pattern [0-9a-f-]{36}.
+    response = post(client, "/generic/", key=new_key().upper())
+
+    problem = assert_problem(response, 400, "idempotency_key_invalid")
+    assert "not allowed" in problem["detail"]
+    assert Payment.objects.count() == 0
+
+
+def test_rule3_structured_field_string_is_the_same_key(client):
+    first = post(client, "/function/", key='"8e03978e-40d5"')
+    second = post(client, "/function/", key="8e03978e-40d5")
+
+    assert second.status_code == first.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert record_for("8e03978e-40d5").state == State.COMPLETED
+    assert Payment.objects.count() == 1
+
+
+def test_rule3_length_applies_to_the_unquoted_value(client):
+    # 255 characters plus two quotes: the key itself is within the limit.
+    response = post(client, "/function/", key='"' + "q" * 255 + '"')
+
+    assert response.status_code == 201
+    assert record_for("q" * 255)
+
+
+def test_rule3_keys_are_case_sensitive(client):
+    post(client, "/function/", key="Order-1")
+    response = post(client, "/function/", key="order-1")
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert Payment.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 2
+
+
+# Rule 4 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+def test_rule4_first_request_runs_once_and_is_stored(client, url, required):
+    key = new_key()
+    response = post(client, url, key=key)
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert Payment.objects.count() == 1
+    record = record_for(key)
+    assert record.state == State.COMPLETED
+    assert record.response_status == 201
+    assert bytes(record.response_body) == response.content
+    assert ("Content-Type", "application/json") in record.headers
+    assert record.request_id == response["X-Request-Id"]
+    assert record.method == "POST"
+    assert record.path == url
+
+
+def test_rule4_location_is_stored_set_cookie_is_not(client):
+    key = new_key()
+    response = post(client, "/function/", key=key)
+
+    assert response.cookies["session-ish"].value == "secret"
+    names = {name.lower() for name, _ in record_for(key).headers}
+    assert "location" in names
+    assert "set-cookie" not in names
+    assert "x-ratelimit-remaining" not in names
+
+
+def test_rule4_authentication_runs_before_the_key_is_claimed(client):
+    response = post(client, "/private/", key="k")
+
+    assert response.status_code in (401, 403)
+    assert IdempotencyRecord.objects.count() == 0
+    assert Payment.objects.count() == 0
+
+
+# Rule 5 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+def test_rule5_validation_error_is_not_stored(client, url, required):
+    key = new_key()
+    response = post(client, url, {"amount": "not a number"}, key=key)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"  # DRF's own error, not ours
+    assert IdempotencyRecord.objects.count() == 0
+    # The key was released: the corrected request runs.
+    assert post(client, url, key=key).status_code == 201
+    assert Payment.objects.count() == 1
+
+
+def test_rule5_exception_releases_the_key_and_a_retry_runs_again(client):
+    with pytest.raises(RuntimeError, match="view crashed"):
+        post(client, "/function/?fail=raise", key="crash")
+    assert IdempotencyRecord.objects.count() == 0
+
+    with pytest.raises(RuntimeError, match="view crashed"):
+        post(client, "/function/?fail=raise", key="crash")
+    assert Payment.objects.count() == 2  # it ran again, not answered 409
+
+
+def test_rule5_exception_answered_500_by_django_releases_the_key():
+    client = APIClient(raise_request_exception=False)
+    response = post(client, "/apiview/?fail=raise", key="crash")
+
+    assert response.status_code == 500
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule5_server_error_is_not_stored_by_default(client):
+    first = post(client, "/function/?fail=500", key="k")
+    second = post(client, "/function/?fail=500", key="k")
+
+    assert first.status_code == second.status_code == 500
+    assert "Idempotent-Replayed" not in second
+    assert Payment.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule5_streaming_response_is_not_stored(client):
+    first = post(client, "/streaming/", key="k")
+    second = post(client, "/streaming/", key="k")
+
+    assert b"".join(first.streaming_content) == b"ab"
+    assert b"".join(second.streaming_content) == b"ab"
+    assert "Idempotent-Replayed" not in second
+    assert Payment.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 0
+
+
+# Rule 6 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+def test_rule6_retry_replays_the_stored_response(client, url, required):
+    key = new_key()
+    first = post(client, url, key=key)
+    retry = post(client, url, key=key)
+
+    assert retry.status_code == first.status_code == 201
+    assert retry.content == first.content
+    assert retry["Content-Type"] == first["Content-Type"]
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry["X-Request-Id"] == first["X-Request-Id"]
+    assert Payment.objects.count() == 1
+
+
+def test_rule6_replay_keeps_location_and_drops_cookies(client):
+    first = post(client, "/function/", key="k")
+    retry = post(client, "/function/", key="k")
+
+    assert retry["Location"] == first["Location"]
+    assert "session-ish" not in retry.cookies
+    assert "X-RateLimit-Remaining" not in retry
+
+
+def test_rule6_replay_status_replaces_the_status(client):
+    first = post(client, "/letters/", key="k", header="X-Idempotency-Key")
+    retry = post(client, "/letters/", key="k", header="X-Idempotency-Key")
+
+    assert first.status_code == 201
+    assert retry.status_code == 409
+    assert retry.content == first.content
+    assert retry["Idempotent-Replayed"] == "true"
+
+
+def test_rule6_non_drf_response_is_replayed_with_its_status(client):
+    first = post(client, "/plain-json/", key="k")
+    retry = post(client, "/plain-json/", key="k")
+
+    assert first.status_code == retry.status_code == 202
+    assert retry.content == b'{"ok": true}'
+    assert retry["Content-Type"] == "application/json"
+    assert Payment.objects.count() == 1
+
+
+def test_rule6_replay_from_a_factory_record(client):
+    fingerprint = fingerprint_for("/function/", {"amount": 10})
+    RecordFactory(
+        key="stored",
+        fingerprint=fingerprint,
+        response_status=201,
+        response_body=b'{"id": 77}',
+        request_id="original-request",
+    )
+
+    retry = post(client, "/function/", key="stored")
+
+    assert retry.status_code == 201
+    assert retry.content == b'{"id": 77}'
+    assert retry["X-Request-Id"] == "original-request"
+    assert retry["Idempotent-Replayed"] == "true"
+    assert Payment.objects.count() == 0
+
+
+# Rule 7 ---------------------------------------------------------------------
+
+
+def _record_state(key):
+    record = record_for(key)
+    return (
+        record.fingerprint,
+        record.state,
+        record.token,
+        record.response_status,
+        bytes(record.response_body),
+        record.response_headers,
+        record.request_id,
+        record.expires_at,
+        record.completed_at,
+    )
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+def test_rule7_different_body_is_422_and_changes_nothing(client, url, required):
+    key = new_key()
+    post(client, url, {"amount": 10}, key=key)
+    before = _record_state(key)
+
+    response = post(client, url, {"amount": 11}, key=key)
+
+    assert_problem(response, 422, "idempotency_key_reused")
+    assert "Idempotent-Replayed" not in response
+    assert Payment.objects.count() == 1
+    assert _record_state(key) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"url": "/function/?page=2"}, id="query string"),
+        pytest.param({"method": "patch"}, id="method"),
+        pytest.param({"url": "/apiview/"}, id="path"),
+    ],
+)
+def test_rule7_fingerprint_covers_method_path_and_query(client, change):
+    post(client, "/function/", key="k")
+    response = post(
+        client, change.get("url", "/function/"), key="k", method=change.get("method", "post")
+    )
+
+    assert_problem(response, 422, "idempotency_key_reused")
+    assert Payment.objects.count() == 1
+
+
+def test_rule7_mismatch_comes_before_in_progress(client):
+    RecordFactory(
+        key="busy",
+        state=State.IN_PROGRESS,
+        fingerprint=fingerprint_for("/function/", {"amount": 10}),
+        locked_until=timezone.now() + dt.timedelta(minutes=5),
+        completed_at=None,
+        response_status=None,
+        response_body=None,
+        response_headers="",
+    )
+
+    response = post(client, "/function/", {"amount": 99}, key="busy")
+
+    assert_problem(response, 422, "idempotency_key_reused")
+    assert Payment.objects.count() == 0
+
+
+# Rule 8 ---------------------------------------------------------------------
+
+
+def in_progress_record(key, url="/function/", data=None, **kwargs):
+    return RecordFactory(
+        key=key,
+        state=State.IN_PROGRESS,
+        fingerprint=fingerprint_for(url, {"amount": 10} if data is None else data),
+        locked_until=timezone.now() + dt.timedelta(minutes=5),
+        completed_at=None,
+        response_status=None,
+        response_body=None,
+        response_headers="",
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
+def test_rule8_retry_while_in_progress_is_409(client, url, required):
+    key = new_key()
+    in_progress_record(key, url)
+
+    response = post(client, url, key=key)
+
+    assert_problem(response, 409, "idempotency_request_in_progress")
+    assert int(response["Retry-After"]) >= 1
+    assert "Idempotent-Replayed" not in response
+    assert Payment.objects.count() == 0
+    assert record_for(key).state == State.IN_PROGRESS
+
+
+def test_rule8_flipping_a_real_record_to_in_progress(client):
+    post(client, "/apiview/", key="k")
+    IdempotencyRecord.objects.filter(key="k").update(
+        state=State.IN_PROGRESS, locked_until=timezone.now() + dt.timedelta(minutes=1)
+    )
+
+    response = post(client, "/apiview/", key="k")
+
+    assert_problem(response, 409, "idempotency_request_in_progress")
+    assert Payment.objects.count() == 1
+
+
+# Rule 9 ---------------------------------------------------------------------
+
+
+def test_rule9_same_key_from_another_user_is_a_separate_operation(user_client, client):
+    from rest_framework.authtoken.models import Token
+
+    from tests.factories import UserFactory
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory()).key}")
+
+    first = post(user_client, "/function/", {"amount": 1}, key="shared")
+    second = post(other, "/function/", {"amount": 2}, key="shared")
+
+    assert second.status_code == 201
+    assert "Idempotent-Replayed" not in second
+    assert second.json()["amount"] == 2
+    assert first.json()["id"] != second.json()["id"]
+    assert IdempotencyRecord.objects.filter(key="shared").count() == 2
+
+
+def test_rule9_anonymous_requests_share_one_scope(client):
+    first = post(client, "/function/", key="anon")
+    retry = post(APIClient(), "/function/", key="anon")
+
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert record_for("anon").scope == "anonymous"
+
+
+def test_rule9_user_scope_does_not_see_the_anonymous_record(user_client, client):
+    post(client, "/function/", key="k")
+    response = post(user_client, "/function/", key="k")
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert Payment.objects.count() == 2
+
+
+# Rule 10 --------------------------------------------------------------------
+
+
+def test_rule10_expired_record_behaves_as_new(client):
+    old = timezone.now() - dt.timedelta(days=2)
+    RecordFactory(
+        key="old",
+        fingerprint=fingerprint_for("/function/", {"amount": 10}),
+        created_at=old,
+        response_body=b'{"id": "stale"}',
+    )
+
+    response = post(client, "/function/", key="old")
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert response.content != b'{"id": "stale"}'
+    assert Payment.objects.count() == 1
+    record = record_for("old")
+    assert bytes(record.response_body) == response.content
+    assert record.expires_at > timezone.now()
+
+
+def test_rule10_expired_record_with_another_body_is_not_a_mismatch(client):
+    RecordFactory(key="old", created_at=timezone.now() - dt.timedelta(days=2))
+
+    response = post(client, "/function/", {"amount": 5}, key="old")
+
+    assert response.status_code == 201
+    assert Payment.objects.count() == 1
+
+
+# Rule 11 --------------------------------------------------------------------
+
+
+def test_rule11_request_body_is_never_stored(client):
+    secret = "4242424242424242"
+    body = {"amount": 10, "card_number": secret}
+    post(client, "/function/", body, key="k")
+
+    record = record_for("k")
+    assert re.fullmatch(r"[0-9a-f]{64}", record.fingerprint)
+    for field in IdempotencyRecord._meta.concrete_fields:
+        value = getattr(record, field.attname)
+        stored = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+        assert secret.encode() not in stored, field.name
+
+
+# Rule 12 --------------------------------------------------------------------
+
+
+def test_rule12_every_error_is_problem_json(client):
+    assert_problem(post(client, "/letters/"), 400, "idempotency_key_missing")
+    assert_problem(post(client, "/function/", key=""), 400, "idempotency_key_invalid")
+    post(client, "/function/", key="used")
+    assert_problem(
+        post(client, "/function/", {"amount": 1}, key="used"), 422, "idempotency_key_reused"
+    )
+    in_progress_record("busy")
+    assert_problem(post(client, "/function/", key="busy"), 409, "idempotency_request_in_progress")
+
+
+def test_rule12_problem_type_differs_per_error(client):
+    missing = assert_problem(post(client, "/letters/"), 400, "idempotency_key_missing")
+    invalid = assert_problem(post(client, "/function/", key=""), 400, "idempotency_key_invalid")
+
+    assert missing["type"] != invalid["type"]
+    assert missing["title"] != invalid["title"]
