@@ -1,0 +1,195 @@
+"""Deleting records nobody can replay any more, in small batches.
+
+Safe while traffic flows: each batch is one DELETE statement, committed on
+its own, that removes at most ``batch_size`` rows chosen by id, so no
+statement holds many row locks or writes much transaction log. Every DELETE
+checks its criterion again, so a record renewed or taken over between the
+batch's SELECT and its DELETE stays.
+
+Deleting an in-progress record whose worker is still alive is harmless: the
+worker's final UPDATE matches on its claim token, finds no row, and answers
+with its real result without storing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import connections
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+
+from . import conf
+from .models import IdempotencyRecord, State
+from .store import _Dialect
+
+logger = logging.getLogger("django_idempotency")
+
+DEFAULT_BATCH_SIZE = 5000
+#: In-progress records are only abandoned once their lock ran out this long ago
+#: (or ``older_than``, if longer): a view may legitimately run past its lock.
+ABANDONED_MARGIN = timedelta(hours=1)
+
+_AGE_PART = re.compile(r"(\d+)([wdhms])")
+_AGE_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What one purge deleted (or, with ``dry_run``, would delete)."""
+
+    expired: int
+    abandoned: int
+    batches: int
+    dry_run: bool
+    seconds: float
+
+    @property
+    def total(self) -> int:
+        return self.expired + self.abandoned
+
+
+def parse_age(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` or combined (``"1d12h"``)."""
+    cleaned = text.strip().lower()
+    if not cleaned or _AGE_PART.sub("", cleaned):
+        raise ValueError(
+            f"invalid age {text!r}: use a number and a unit (w, d, h, m, s), e.g. 7d or 12h"
+        )
+    total = timedelta()
+    for number, unit in _AGE_PART.findall(cleaned):
+        total += timedelta(**{_AGE_UNITS[unit]: int(number)})
+    return total
+
+
+def database_now(alias: str) -> datetime:
+    """The database's clock: a cron host whose clock runs ahead must not delete
+    records that the servers answering requests still consider alive."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        # Always with a parameter list, so the SQLite wrapper turns %% into %.
+        cursor.execute(f"SELECT {_Dialect(connection).now}", [])
+        row = cursor.fetchone()
+    assert row is not None
+    value = row[0]
+    if isinstance(value, str):  # SQLite returns text
+        parsed = parse_datetime(value)
+        assert parsed is not None
+        value = parsed
+    assert isinstance(value, datetime)
+    if value.tzinfo is None:  # MySQL's UTC_TIMESTAMP() and SQLite are naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def delete_in_batches(
+    queryset: QuerySet[IdempotencyRecord],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    order_by: str = "pk",
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Delete the records of ``queryset`` ``batch_size`` at a time.
+
+    Returns (rows deleted by this call, batches run). The DELETE re-applies
+    the queryset's filter, so a row that stopped matching is kept, and rows a
+    concurrent purge removed first are not counted here.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    alias = queryset.db
+    # Ordering by an indexed column makes each SELECT an index range scan that
+    # starts at the first remaining row, instead of a table scan that wades
+    # through the rows previous batches left dead.
+    ids_query = queryset.order_by(order_by).values_list("pk", flat=True)
+    deleted = batches = 0
+    while True:
+        # No transaction spans the SELECT and the DELETE: the DELETE re-checks
+        # the filter anyway, and on SQLite a transaction that reads before it
+        # writes cannot wait for a concurrent writer ("database is locked").
+        ids = list(ids_query[:batch_size])
+        if not ids:
+            break
+        # One statement, so in autocommit one short transaction. _raw_delete,
+        # never the Collector, which would load every row (bodies included) as
+        # soon as a project connects any pre_delete/post_delete receiver.
+        count = queryset.filter(pk__in=ids)._raw_delete(alias)
+        deleted += count
+        batches += 1
+        if on_batch is not None:
+            on_batch(count)
+        if len(ids) < batch_size:
+            break
+    return deleted, batches
+
+
+def purge(
+    *,
+    older_than: timedelta = timedelta(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    database: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> PurgeResult:
+    """Delete expired records and abandoned in-progress records.
+
+    - expired: ``expires_at`` earlier than now minus ``older_than``;
+    - abandoned: still in progress with ``locked_until`` earlier than now
+      minus ``max(ABANDONED_MARGIN, older_than)``.
+
+    ``database`` defaults to the ``IDEMPOTENCY["DATABASE"]`` alias. Call it
+    outside any transaction, so each batch commits on its own. ``on_batch`` is
+    called with the rows each batch deleted.
+    """
+    if older_than < timedelta():
+        raise ValueError("older_than must not be negative")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    alias = database or conf.get_settings().database
+    started = time.monotonic()
+    now = database_now(alias)
+    records = IdempotencyRecord.objects.using(alias)
+    expired_cutoff = now - older_than
+    expired = records.filter(expires_at__lt=expired_cutoff)
+    abandoned = records.filter(
+        state=State.IN_PROGRESS,
+        locked_until__lt=now - max(ABANDONED_MARGIN, older_than),
+    )
+    if dry_run:
+        # Excluding the expired ones so no record is counted twice.
+        result = PurgeResult(
+            expired=expired.count(),
+            abandoned=abandoned.exclude(expires_at__lt=expired_cutoff).count(),
+            batches=0,
+            dry_run=True,
+            seconds=time.monotonic() - started,
+        )
+    else:
+        expired_count, expired_batches = delete_in_batches(
+            expired, batch_size=batch_size, order_by="expires_at", on_batch=on_batch
+        )
+        abandoned_count, abandoned_batches = delete_in_batches(
+            abandoned, batch_size=batch_size, order_by="locked_until", on_batch=on_batch
+        )
+        result = PurgeResult(
+            expired=expired_count,
+            abandoned=abandoned_count,
+            batches=expired_batches + abandoned_batches,
+            dry_run=False,
+            seconds=time.monotonic() - started,
+        )
+    logger.info(
+        "Idempotency purge on %r%s: %d expired, %d abandoned in %d batches, %.2fs",
+        alias,
+        " (dry run)" if dry_run else "",
+        result.expired,
+        result.abandoned,
+        result.batches,
+        result.seconds,
+    )
+    return result

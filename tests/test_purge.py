@@ -1,0 +1,394 @@
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_idempotency.models import IdempotencyRecord, State
+from django_idempotency.purge import PurgeResult, delete_in_batches, parse_age, purge
+
+from .factories import RecordFactory
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
+
+
+def expired(n=1, *, ago=dt.timedelta(minutes=5), **kwargs):
+    created = timezone.now() - ago - dt.timedelta(hours=24)
+    return RecordFactory.create_batch(
+        n, created_at=created, expires_at=created + dt.timedelta(hours=24), **kwargs
+    )
+
+
+def live(n=1, **kwargs):
+    return RecordFactory.create_batch(n, **kwargs)
+
+
+def in_progress(*, lock_ran_out_ago):
+    locked_until = timezone.now() - lock_ran_out_ago
+    return RecordFactory(
+        state=State.IN_PROGRESS,
+        created_at=locked_until - dt.timedelta(seconds=60),
+        locked_until=locked_until,
+        expires_at=locked_until + dt.timedelta(hours=23),
+        completed_at=None,
+        response_status=None,
+        response_headers="",
+        response_body=None,
+    )
+
+
+def remaining_ids():
+    return set(IdempotencyRecord.objects.values_list("pk", flat=True))
+
+
+def delete_statements(queries):
+    return [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
+
+
+# --- the purge function ---------------------------------------------------------
+
+
+def test_deletes_expired_records_and_keeps_live_ones():
+    old = expired(3)
+    keep = live(2)
+
+    result = purge()
+
+    assert result.expired == 3
+    assert result.abandoned == 0
+    assert result.total == 3
+    assert remaining_ids() == {r.pk for r in keep}
+    assert not IdempotencyRecord.objects.filter(pk__in=[r.pk for r in old]).exists()
+
+
+def test_deletes_in_progress_records_abandoned_past_the_margin_only():
+    abandoned = in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
+    recently_stuck = in_progress(lock_ran_out_ago=dt.timedelta(minutes=30))
+    running = in_progress(lock_ran_out_ago=-dt.timedelta(minutes=1))
+    # A completed record keeps its old locked_until: it is not abandoned.
+    completed = RecordFactory(
+        locked_until=timezone.now() - dt.timedelta(days=1),
+        created_at=timezone.now() - dt.timedelta(days=1, minutes=1),
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+
+    result = purge()
+
+    assert (result.expired, result.abandoned) == (0, 1)
+    assert remaining_ids() == {recently_stuck.pk, running.pk, completed.pk}
+    assert abandoned.pk not in remaining_ids()
+
+
+def test_older_than_adds_a_margin_to_expiry_and_to_abandonment():
+    expired(2, ago=dt.timedelta(days=8))
+    recent = expired(1, ago=dt.timedelta(days=2))
+    abandoned_long_ago = in_progress(lock_ran_out_ago=dt.timedelta(days=3))
+    abandoned_lately = in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
+    abandoned_long_ago.expires_at = timezone.now() + dt.timedelta(hours=1)
+    abandoned_long_ago.save()
+
+    result = purge(older_than=dt.timedelta(days=2, hours=12))
+
+    assert (result.expired, result.abandoned) == (2, 1)
+    assert remaining_ids() == {recent[0].pk, abandoned_lately.pk}
+
+
+def test_deletes_in_batches_of_the_given_size():
+    expired(25)
+    in_progress(lock_ran_out_ago=dt.timedelta(hours=3))
+    keep = live(3)
+
+    with CaptureQueriesContext(connection) as ctx:
+        result = purge(batch_size=10)
+
+    deletes = delete_statements(ctx.captured_queries)
+    # 10 + 10 + 5 expired, then one batch for the abandoned record.
+    assert len(deletes) == 4
+    assert result.batches == 4
+    assert (result.expired, result.abandoned) == (25, 1)
+    assert remaining_ids() == {r.pk for r in keep}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_batch_is_committed_before_the_next_one_starts():
+    expired(6)
+    observer = connections.create_connection("default")
+    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    seen_by_others = []
+
+    def look(count):
+        with observer.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")
+            seen_by_others.append(cursor.fetchone()[0])
+
+    try:
+        purge(batch_size=2, on_batch=look)
+    finally:
+        observer.close()
+
+    # Another connection sees each batch's deletions as soon as it ran.
+    assert seen_by_others == [4, 2, 0]
+
+
+def test_a_record_renewed_between_select_and_delete_is_kept():
+    victim, other = expired(2)
+    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    renewed_at = timezone.now() + dt.timedelta(hours=24)
+
+    def renew_first(execute, sql, params, many, context):
+        # A takeover that renews the record commits just before our DELETE.
+        if sql.lstrip().upper().startswith("DELETE"):
+            execute(
+                f"UPDATE {table} SET expires_at = %s WHERE id = %s",
+                [connection.ops.adapt_datetimefield_value(renewed_at), victim.pk],
+                False,
+                context,
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(renew_first):
+        result = purge()
+
+    assert result.expired == 1
+    assert remaining_ids() == {victim.pk}
+    assert other.pk not in remaining_ids()
+
+
+def test_dry_run_counts_without_deleting_and_counts_nothing_twice():
+    expired(4)
+    # Abandoned and expired: one record, counted once (as expired).
+    stale = in_progress(lock_ran_out_ago=dt.timedelta(days=2))
+    stale.expires_at = timezone.now() - dt.timedelta(hours=1)
+    stale.save()
+    in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
+    live(2)
+    before = remaining_ids()
+
+    with CaptureQueriesContext(connection) as ctx:
+        result = purge(dry_run=True)
+
+    assert result == PurgeResult(
+        expired=5, abandoned=1, batches=0, dry_run=True, seconds=result.seconds
+    )
+    assert delete_statements(ctx.captured_queries) == []
+    assert remaining_ids() == before
+    assert purge().total == 6
+
+
+def test_uses_the_records_database_alias_from_the_setting(settings):
+    expired(1)
+    settings.IDEMPOTENCY = {"DATABASE": "elsewhere"}
+    with pytest.raises(Exception, match="elsewhere"):
+        purge()
+    assert purge(database="default").expired == 1
+
+
+def test_rejects_a_bad_batch_size_and_negative_age():
+    with pytest.raises(ValueError, match="batch_size"):
+        purge(batch_size=0)
+    with pytest.raises(ValueError, match="older_than"):
+        purge(older_than=-dt.timedelta(seconds=1))
+    with pytest.raises(ValueError, match="batch_size"):
+        delete_in_batches(IdempotencyRecord.objects.all(), batch_size=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", dt.timedelta(days=7)),
+        ("12h", dt.timedelta(hours=12)),
+        ("30m", dt.timedelta(minutes=30)),
+        ("45s", dt.timedelta(seconds=45)),
+        ("2w", dt.timedelta(weeks=2)),
+        ("1d12h", dt.timedelta(days=1, hours=12)),
+        (" 0s ", dt.timedelta()),
+    ],
+)
+def test_parse_age(text, expected):
+    assert parse_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "7", "d", "7x", "-1d", "7 d", "1.5h", "7days"])
+def test_parse_age_rejects(text):
+    with pytest.raises(ValueError, match="invalid age"):
+        parse_age(text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_purges_at_once_neither_fails_nor_double_counts():
+    total = 300
+    expired(total)
+    results: list[PurgeResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run():
+        try:
+            start.wait()
+            results.append(purge(batch_size=7))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert sum(r.expired for r in results) == total
+    assert IdempotencyRecord.objects.count() == 0
+
+
+# --- the command ------------------------------------------------------------------
+
+
+def run_command(*args, **kwargs):
+    out, err = StringIO(), StringIO()
+    call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
+    return out.getvalue(), err.getvalue()
+
+
+def test_command_deletes_and_reports_count_and_duration():
+    expired(3)
+    in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
+    live(1)
+
+    out, err = run_command()
+
+    assert "Deleted 4 idempotency records (3 expired, 1 abandoned in progress) in " in out
+    assert "s, 2 batches." in out
+    assert err == ""
+    assert IdempotencyRecord.objects.count() == 1
+
+
+def test_command_dry_run():
+    expired(3)
+
+    out, _ = run_command("--dry-run")
+
+    assert "Would delete 3 idempotency records (3 expired, 0 abandoned in progress)" in out
+    assert IdempotencyRecord.objects.count() == 3
+
+
+def test_command_batch_size():
+    expired(7)
+
+    with CaptureQueriesContext(connection) as ctx:
+        out, _ = run_command("--batch-size", "3", "-v", "2")
+
+    assert len(delete_statements(ctx.captured_queries)) == 3
+    assert out.count("batch: deleted") == 3
+    assert "batch: deleted 3" in out and "batch: deleted 1" in out
+    assert "3 batches" in out
+
+
+def test_command_older_than():
+    expired(2, ago=dt.timedelta(hours=13))
+    expired(1, ago=dt.timedelta(hours=11))
+
+    out, _ = run_command("--older-than", "12h")
+
+    assert "Deleted 2 " in out
+    assert IdempotencyRecord.objects.count() == 1
+
+
+def test_command_database_option(settings):
+    expired(2)
+    settings.IDEMPOTENCY = {"DATABASE": "elsewhere"}
+
+    out, _ = run_command("--database", "default")
+
+    assert "Deleted 2 " in out
+    with pytest.raises(CommandError, match=r"Unknown database alias.*nowhere"):
+        run_command("--database", "nowhere")
+
+
+def test_command_verbosity_zero_is_silent():
+    expired(2)
+
+    out, err = run_command("-v", "0")
+
+    assert (out, err) == ("", "")
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_command_keyword_arguments_from_python():
+    expired(2, ago=dt.timedelta(days=3))
+    expired(1)
+
+    out, _ = run_command(older_than=dt.timedelta(days=1), batch_size=1)
+
+    assert "Deleted 2 " in out and "2 batches" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be a positive number"),
+        (["--older-than", "soon"], "--older-than: invalid age 'soon'"),
+    ],
+)
+def test_command_rejects_bad_options(args, message):
+    expired(1)
+    with pytest.raises(CommandError, match=message):
+        run_command(*args)
+    assert IdempotencyRecord.objects.count() == 1
+
+
+def _run_manage(tmp_path, settings_body, *args):
+    (tmp_path / "purge_test_settings.py").write_text(settings_body)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "purge_test_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "django", "purge_idempotency_records", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def test_command_exits_non_zero_with_message_on_stderr_when_the_database_fails(tmp_path):
+    unreachable = (
+        "from tests.settings import *\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql',\n"
+        "    'HOST': '127.0.0.1', 'PORT': '1', 'NAME': 'none', 'USER': 'postgres',\n"
+        "    'OPTIONS': {'connect_timeout': 5}}}\n"
+    )
+
+    proc = _run_manage(tmp_path, unreachable)
+
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "CommandError: Purge failed:" in proc.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_command_from_the_shell_exits_zero_and_is_silent_with_v0(tmp_path):
+    expired(2)
+    live(1)
+    current = connection.settings_dict
+    same_database = (
+        f"from tests.settings import *\nDATABASES['default']['NAME'] = {current['NAME']!r}\n"
+    )
+
+    proc = _run_manage(tmp_path, same_database, "-v", "0")
+
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert IdempotencyRecord.objects.count() == 1
