@@ -47,7 +47,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if parsed.cache_alias not in caches:
             messages.append(
                 Error(
-                    f"IDEMPOTENCY['CACHE_ALIAS'] is {parsed.cache_alias!r}, which is not in CACHES.",
+                    f"IDEMPOTENCY['CACHE_ALIAS'] is {parsed.cache_alias!r}, "
+                    "which is not in CACHES.",
                     hint=f"Use one of {sorted(caches)}.",
                     id="django_idempotency.E004",
                 )

@@ -17,12 +17,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import conf, signals, store
+from . import cache_lock, conf, signals, store
 from .connections import claim_connection, in_caller_transaction
-from .exceptions import IdempotencyError, KeyInvalid, KeyMissing, KeyReused, RequestInProgress, Unavailable
+from .exceptions import (
+    IdempotencyError,
+    KeyInvalid,
+    KeyMissing,
+    KeyReused,
+    RequestInProgress,
+    Unavailable,
+)
 from .identity import endpoint_of, fingerprint_of, lookup_hash, request_id_of, scope_of
 from .keys import InvalidKey, parse_key
-from .options import Options, OptionError, validate_options
+from .options import OptionError, Options, validate_options
 from .responses import replay, storable_headers, unstorable_reason
 
 logger = logging.getLogger("django_idempotency")
@@ -46,6 +53,12 @@ class ViewOptions:
             raise ImproperlyConfigured(f"idempotency options: {exc}") from None
         self._resolved: Options | None = None
         self._generation = -1
+        from django.conf import settings
+
+        if settings.configured:
+            # Report impossible combinations (with the settings in force) at
+            # import time, not on the first request.
+            self.get()
 
     def get(self) -> Options:
         if self._resolved is None or self._generation != conf.generation:
@@ -93,30 +106,90 @@ def handle(
         ttl=options.ttl,
         lock_timeout=options.lock_timeout,
     )
-    alias = conf.get_settings().database
+    app_settings = conf.get_settings()
+    alias = app_settings.database
     sender = type(view)
-    try:
-        outcome = _claim(alias, new)
-    except DatabaseError:
-        logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
-        return _problem(Unavailable(), request_id, options)
+    redis_lock: str | None = None
+    if app_settings.lock == "cache":
+        fast = cache_lock.check(
+            app_settings.cache_alias,
+            new.lookup_hash,
+            new.fingerprint,
+            store.new_token(),
+            options.lock_timeout,
+        )
+        if isinstance(fast, cache_lock.Cached):
+            return _answer(
+                sender, request, key, None, fast.same_request, fast.response, request_id, options
+            )
+        if isinstance(fast, cache_lock.Held):
+            return _answer(sender, request, key, None, fast.same_request, None, request_id, options)
+        if isinstance(fast, cache_lock.Acquired):
+            redis_lock = fast.lock_value
 
-    if isinstance(outcome, store.Existing):
-        signal_kwargs = {"request": request, "key": key, "record_id": outcome.record_id}
-        if not outcome.same_request:
-            signals.idempotency_conflict.send(sender, **signal_kwargs)
-            return _problem(KeyReused(status=options.mismatch_status), request_id, options)
-        if outcome.state == "completed":
-            signals.idempotency_replayed.send(sender, **signal_kwargs)
-            logger.debug("Replaying idempotency record %s", outcome.record_id)
-            response = replay(store.stored_response(outcome), options)
-            if options.request_id_header:
-                response[options.request_id_header] = outcome.request_id
-            return response
+    stored: store.StoredResponse | None = None
+    try:
+        try:
+            outcome = _claim(alias, new)
+        except DatabaseError:
+            logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
+            return _problem(Unavailable(), request_id, options)
+        if isinstance(outcome, store.Existing):
+            replayable = store.stored_response(outcome) if outcome.state == "completed" else None
+            return _answer(
+                sender,
+                request,
+                key,
+                outcome.record_id,
+                outcome.same_request,
+                replayable,
+                request_id,
+                options,
+            )
+        response, stored = _run(
+            view, request, handler, args, kwargs, options, alias, outcome, request_id
+        )
+        if stored is not None:
+            signals.idempotency_stored.send(
+                sender, request=request, key=key, record_id=outcome.record_id
+            )
+        return response
+    finally:
+        if redis_lock is not None:
+            cache_lock.finish(
+                app_settings.cache_alias,
+                new.lookup_hash,
+                redis_lock,
+                new.fingerprint,
+                stored,
+                options.ttl,
+            )
+
+
+def _answer(
+    sender: type[APIView],
+    request: Request,
+    key: str,
+    record_id: int | None,
+    same_request: bool,
+    stored: store.StoredResponse | None,
+    request_id: str,
+    options: Options,
+) -> HttpResponseBase:
+    """Answer a request whose key is already taken: mismatch, replay or in progress."""
+    signal_kwargs = {"request": request, "key": key, "record_id": record_id}
+    if not same_request:
+        signals.idempotency_conflict.send(sender, **signal_kwargs)
+        return _problem(KeyReused(status=options.mismatch_status), request_id, options)
+    if stored is None:
         signals.idempotency_in_progress.send(sender, **signal_kwargs)
         return _problem(RequestInProgress(), request_id, options)
-
-    return _run(view, request, handler, args, kwargs, options, alias, outcome, key, request_id)
+    signals.idempotency_replayed.send(sender, **signal_kwargs)
+    logger.debug("Replaying idempotency key (record %s)", record_id)
+    response = replay(stored, options)
+    if options.request_id_header:
+        response[options.request_id_header] = stored.request_id
+    return response
 
 
 def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
@@ -152,9 +225,9 @@ def _run(
     options: Options,
     alias: str,
     claim: store.Claim,
-    key: str,
     request_id: str,
-) -> HttpResponseBase:
+) -> tuple[HttpResponseBase, store.StoredResponse | None]:
+    """Run the view under our claim; return its response and what was stored."""
     connection = connections[alias]
 
     def run_view() -> HttpResponseBase:
@@ -170,21 +243,21 @@ def _run(
                 # Inside the transaction: the record and the view's writes commit
                 # together. Done last, so duplicates never wait on this row lock
                 # for longer than the commit.
-                stored = _finish(connection, claim, response, options)
+                stored = _finish(connection, claim, response, request_id, options)
         except _Fenced:
             # Another request took the claim over and runs the view: ours was
             # rolled back, so the operation still happens exactly once.
-            return _problem(RequestInProgress(), request_id, options)
+            return _problem(RequestInProgress(), request_id, options), None
         except DatabaseError:
             if not finished:
                 _release_quietly(alias, claim)
                 raise  # the view's own database error, as without the app
-            # Storing or committing failed: nothing of the view was kept (a
+            # Storing or committing failed, so nothing of the view was kept (a
             # commit that did happen left the record completed, which the
             # release below never deletes).
             logger.exception("Could not store idempotency record %s", claim.record_id)
             _release_quietly(alias, claim)
-            return _problem(Unavailable(), request_id, options)
+            return _problem(Unavailable(), request_id, options), None
         except BaseException:
             _release_quietly(alias, claim)
             raise
@@ -200,33 +273,28 @@ def _run(
             if in_caller_transaction(connection):
                 # A savepoint, so a failure here cannot abort the caller's transaction.
                 with transaction.atomic(using=alias):
-                    stored = _finish(connection, claim, response, options)
+                    stored = _finish(connection, claim, response, request_id, options)
             else:
-                stored = _finish(connection, claim, response, options)
+                stored = _finish(connection, claim, response, request_id, options)
         except _Fenced:
             logger.warning(
                 "Idempotency record %s was taken over while its view ran (longer than "
                 "lock_timeout); the response was not stored",
                 claim.record_id,
             )
-            stored = False
+            stored = None
         except DatabaseError:
             # The view's effects are committed: keep the claim, so no retry runs
             # it again before lock_timeout. Answer with the real result.
             logger.exception(
-                "Could not store idempotency record %s; its key stays locked until "
-                "lock_timeout",
+                "Could not store idempotency record %s; its key stays locked until lock_timeout",
                 claim.record_id,
             )
-            stored = False
+            stored = None
 
-    if stored:
-        signals.idempotency_stored.send(
-            type(view), request=request, key=key, record_id=claim.record_id
-        )
     if options.request_id_header:
         response[options.request_id_header] = request_id
-    return response
+    return response, stored
 
 
 def _rendered(
@@ -248,23 +316,29 @@ def _rendered(
     return response
 
 
-def _finish(connection: Any, claim: store.Claim, response: HttpResponseBase, options: Options) -> bool:
+def _finish(
+    connection: Any,
+    claim: store.Claim,
+    response: HttpResponseBase,
+    request_id: str,
+    options: Options,
+) -> store.StoredResponse | None:
     """Store the response or, if it must not be stored, release the key."""
     reason = unstorable_reason(response, options)
     if reason is not None:
         if reason != "server error":
             logger.warning("Idempotency record %s not stored: %s", claim.record_id, reason)
         store.release(connection, claim)
-        return False
-    if not store.complete(
-        connection,
-        claim,
-        response.status_code,
-        storable_headers(response, options),
-        response.content,  # type: ignore[attr-defined]
-    ):
+        return None
+    stored = store.StoredResponse(
+        status=response.status_code,
+        headers=storable_headers(response, options),
+        body=response.content,  # type: ignore[attr-defined]
+        request_id=request_id,
+    )
+    if not store.complete(connection, claim, stored):
         raise _Fenced
-    return True
+    return stored
 
 
 def _release_quietly(alias: str, claim: store.Claim) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from django.http import HttpResponse
-from django.utils.translation import gettext_lazy as _
 from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://django-idempotency.readthedocs.io/en/latest/errors/#"
@@ -71,9 +71,7 @@ class RequestInProgress(IdempotencyError):
     status_code = 409
     default_code = "idempotency_request_in_progress"
     title = _("Request in progress")
-    default_detail = _(
-        "A request with this idempotency key is still being processed. Retry later."
-    )
+    default_detail = _("A request with this idempotency key is still being processed. Retry later.")
     retry_after = 1
 
 

@@ -70,10 +70,10 @@ def _positive_int(value: Any) -> int:
 
 
 def _key_max_length(value: Any) -> int:
-    value = _positive_int(value)
-    if value > KEY_MAX_LENGTH_LIMIT:
+    length = _positive_int(value)
+    if length > KEY_MAX_LENGTH_LIMIT:
         raise OptionError(f"must be at most {KEY_MAX_LENGTH_LIMIT}, the longest key stored")
-    return value
+    return length
 
 
 def _non_negative_int(value: Any) -> int:
@@ -144,51 +144,118 @@ class OptionSpec:
 
 
 SPECS: tuple[OptionSpec, ...] = (
-    OptionSpec("header", "Idempotency-Key", _header,
-               "Request header that carries the key (matched case-insensitively)."),
-    OptionSpec("required", False, _bool,
-               "A request without a key is refused with 400 instead of running unprotected."),
-    OptionSpec("methods", ("POST", "PATCH"), _methods,
-               "Methods that honour the key; other methods run exactly as without the app."),
+    OptionSpec(
+        "header",
+        "Idempotency-Key",
+        _header,
+        "Request header that carries the key (matched case-insensitively).",
+    ),
+    OptionSpec(
+        "required",
+        False,
+        _bool,
+        "A request without a key is refused with 400 instead of running unprotected.",
+    ),
+    OptionSpec(
+        "methods",
+        ("POST", "PATCH"),
+        _methods,
+        "Methods that honour the key; other methods run exactly as without the app.",
+    ),
     OptionSpec("key_min_length", 1, _positive_int, "Shortest accepted key."),
-    OptionSpec("key_max_length", 255, _key_max_length,
-               f"Longest accepted key (at most {KEY_MAX_LENGTH_LIMIT})."),
-    OptionSpec("key_pattern", DEFAULT_KEY_PATTERN, _pattern,
-               "Regular expression the whole key must match. The default accepts visible "
-               "ASCII without spaces, commas or double quotes."),
-    OptionSpec("ttl", timedelta(hours=24), _duration,
-               "How long, from the first request, a key is remembered and replayed. "
-               "A timedelta or seconds."),
-    OptionSpec("scope", None, _optional_callable,
-               "Callable ``request -> str`` (or dotted path) naming whose key space a key "
-               "lives in. Default: the authenticated user, else one shared anonymous scope."),
-    OptionSpec("per_endpoint", False, _bool,
-               "True: the same key on two endpoints (method + route) is two operations. "
-               "False: it is a reuse and answered with ``mismatch_status``."),
-    OptionSpec("fingerprint", None, _optional_callable,
-               "Callable ``request -> str | bytes`` (or dotted path) whose value must be "
-               "identical for a retry. Default: method, path, query string and raw body."),
-    OptionSpec("replay_status", None, _optional_status,
-               "None replays the original status; a status code replaces it on replays."),
-    OptionSpec("replayed_header", "Idempotent-Replayed", _optional_header,
-               "Header set to ``true`` on replayed responses; None disables it."),
-    OptionSpec("request_id_header", "X-Request-Id", _optional_header,
-               "Header carrying the id of the request that produced the response; a replay "
-               "carries the original request's id. None disables it."),
-    OptionSpec("mismatch_status", 422, _status(400, 499),
-               "Status when a key is reused with a different request."),
-    OptionSpec("store_server_errors", False, _bool,
-               "True stores and replays 5xx answers; False releases the key so a retry runs "
-               "the operation again."),
-    OptionSpec("max_response_bytes", 1024 * 1024, _non_negative_int,
-               "Larger responses (and streaming ones) are passed through unstored and the "
-               "key released."),
-    OptionSpec("lock_timeout", timedelta(seconds=60), _duration,
-               "How long an unfinished request blocks its key before it is considered "
-               "abandoned and may be taken over. Must exceed your slowest view."),
-    OptionSpec("atomic", False, _bool,
-               "True: the view's writes on the records database and the stored response "
-               "commit in one transaction."),
+    OptionSpec(
+        "key_max_length",
+        255,
+        _key_max_length,
+        f"Longest accepted key (at most {KEY_MAX_LENGTH_LIMIT}).",
+    ),
+    OptionSpec(
+        "key_pattern",
+        DEFAULT_KEY_PATTERN,
+        _pattern,
+        "Regular expression the whole key must match. The default accepts visible "
+        "ASCII without spaces, commas or double quotes.",
+    ),
+    OptionSpec(
+        "ttl",
+        timedelta(hours=24),
+        _duration,
+        "How long, from the first request, a key is remembered and replayed. "
+        "A timedelta or seconds.",
+    ),
+    OptionSpec(
+        "scope",
+        None,
+        _optional_callable,
+        "Callable ``request -> str`` (or dotted path) naming whose key space a key "
+        "lives in. Default: the authenticated user, else one shared anonymous scope.",
+    ),
+    OptionSpec(
+        "per_endpoint",
+        False,
+        _bool,
+        "True: the same key on two endpoints (method + route) is two operations. "
+        "False: it is a reuse and answered with ``mismatch_status``.",
+    ),
+    OptionSpec(
+        "fingerprint",
+        None,
+        _optional_callable,
+        "Callable ``request -> str | bytes`` (or dotted path) whose value must be "
+        "identical for a retry. Default: method, path, query string and raw body.",
+    ),
+    OptionSpec(
+        "replay_status",
+        None,
+        _optional_status,
+        "None replays the original status; a status code replaces it on replays.",
+    ),
+    OptionSpec(
+        "replayed_header",
+        "Idempotent-Replayed",
+        _optional_header,
+        "Header set to ``true`` on replayed responses; None disables it.",
+    ),
+    OptionSpec(
+        "request_id_header",
+        "X-Request-Id",
+        _optional_header,
+        "Header carrying the id of the request that produced the response; a replay "
+        "carries the original request's id. None disables it.",
+    ),
+    OptionSpec(
+        "mismatch_status",
+        422,
+        _status(400, 499),
+        "Status when a key is reused with a different request.",
+    ),
+    OptionSpec(
+        "store_server_errors",
+        False,
+        _bool,
+        "True stores and replays 5xx answers; False releases the key so a retry runs "
+        "the operation again.",
+    ),
+    OptionSpec(
+        "max_response_bytes",
+        1024 * 1024,
+        _non_negative_int,
+        "Larger responses (and streaming ones) are passed through unstored and the key released.",
+    ),
+    OptionSpec(
+        "lock_timeout",
+        timedelta(seconds=60),
+        _duration,
+        "How long an unfinished request blocks its key before it is considered "
+        "abandoned and may be taken over. Must exceed your slowest view.",
+    ),
+    OptionSpec(
+        "atomic",
+        False,
+        _bool,
+        "True: the view's writes on the records database and the stored response "
+        "commit in one transaction.",
+    ),
 )
 
 SPECS_BY_NAME: Mapping[str, OptionSpec] = {spec.name: spec for spec in SPECS}

@@ -12,10 +12,24 @@ from .store import StoredResponse
 # credentials, hop-by-hop and framing headers, and per-request rate limits.
 _NEVER_STORED = frozenset(
     {
-        "set-cookie", "cookie", "authorization", "proxy-authorization", "www-authenticate",
-        "proxy-authenticate", "content-length", "transfer-encoding", "connection",
-        "keep-alive", "upgrade", "te", "trailer", "date", "server", "retry-after",
-        "ratelimit", "ratelimit-policy",
+        "set-cookie",
+        "cookie",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "date",
+        "server",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
     }
 )
 _NEVER_STORED_PREFIXES = ("x-ratelimit-", "ratelimit-", "x-rate-limit-")

@@ -95,8 +95,20 @@ class _Dialect:
 
 
 _INSERT_COLUMNS = (
-    "lookup_hash", "key", "scope", "endpoint", "method", "path", "fingerprint", "state",
-    "token", "request_id", "response_headers", "created_at", "locked_until", "expires_at",
+    "lookup_hash",
+    "key",
+    "scope",
+    "endpoint",
+    "method",
+    "path",
+    "fingerprint",
+    "state",
+    "token",
+    "request_id",
+    "response_headers",
+    "created_at",
+    "locked_until",
+    "expires_at",
 )
 
 
@@ -109,8 +121,18 @@ def _insert_sql(d: _Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]
         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', {d.now}, {lock_sql}, {ttl_sql})"
     )
     params = [
-        new.lookup_hash, new.key, new.scope[:255], new.endpoint[:255], new.method, new.path[:2048],
-        new.fingerprint, State.IN_PROGRESS.value, token, new.request_id, lock_param, ttl_param,
+        new.lookup_hash,
+        new.key,
+        new.scope[:255],
+        new.endpoint[:255],
+        new.method,
+        new.path[:2048],
+        new.fingerprint,
+        State.IN_PROGRESS.value,
+        token,
+        new.request_id,
+        lock_param,
+        ttl_param,
     ]
     return sql, params
 
@@ -193,9 +215,7 @@ def _lastrowid(cursor: Any) -> int:
     return rowid
 
 
-def take_over(
-    connection: BaseDatabaseWrapper, new: NewRecord, existing: Existing
-) -> Claim | None:
+def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existing) -> Claim | None:
     """Replace an expired record or take over an abandoned claim; None if another won.
 
     The old token in the WHERE clause makes this a compare-and-set: of several
@@ -206,8 +226,16 @@ def take_over(
     token = new_token()
     lock_sql, lock_param = d.later(new.lock_timeout)
     params: list[Any] = [
-        token, State.IN_PROGRESS.value, new.fingerprint, new.key, new.scope[:255],
-        new.endpoint[:255], new.method, new.path[:2048], new.request_id, lock_param,
+        token,
+        State.IN_PROGRESS.value,
+        new.fingerprint,
+        new.key,
+        new.scope[:255],
+        new.endpoint[:255],
+        new.method,
+        new.path[:2048],
+        new.request_id,
+        lock_param,
     ]
     if existing.expired:
         ttl_sql, ttl_param = d.later(new.ttl)
@@ -233,13 +261,7 @@ def take_over(
     return Claim(existing.record_id, token) if won else None
 
 
-def complete(
-    connection: BaseDatabaseWrapper,
-    claim: Claim,
-    status: int,
-    headers: list[tuple[str, str]],
-    body: bytes,
-) -> bool:
+def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
     """Store the response; False if the claim was taken over (fenced out)."""
     d = _Dialect(connection)
     with connection.cursor() as cursor:
@@ -248,11 +270,16 @@ def complete(
             "response_headers = %s, response_body = %s "
             "WHERE id = %s AND token = %s AND state = %s",
             [
-                State.COMPLETED.value, status, json.dumps(headers), body,
-                claim.record_id, claim.token, State.IN_PROGRESS.value,
+                State.COMPLETED.value,
+                stored.status,
+                json.dumps(stored.headers),
+                stored.body,
+                claim.record_id,
+                claim.token,
+                State.IN_PROGRESS.value,
             ],
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
 
 def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
@@ -263,7 +290,7 @@ def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
             f"DELETE FROM {d.table} WHERE id = %s AND token = %s AND state = %s",
             [claim.record_id, claim.token, State.IN_PROGRESS.value],
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
 
 def stored_response(existing: Existing) -> StoredResponse:

@@ -10,11 +10,13 @@ fallback to SQLite.
 
 import os
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent
 BACKEND = os.environ.get("IDEMPOTENCY_TEST_DB", "sqlite")
 _RUN_ID = os.environ.get("IDEMPOTENCY_TEST_RUN_ID", str(os.getpid()))
 
+DATABASES: dict[str, dict[str, Any]]
 if BACKEND == "sqlite":
     _sqlite_dir = Path(os.environ.get("IDEMPOTENCY_TEST_SQLITE_DIR", "/tmp"))
     DATABASES = {
@@ -52,12 +54,26 @@ elif BACKEND == "mysql":
 else:
     raise RuntimeError(f"IDEMPOTENCY_TEST_DB must be sqlite, postgresql or mysql, not {BACKEND!r}")
 
-# Each test run (and each xdist-free parallel run) gets its own test database.
+# Each test run gets its own test databases, so that runs may overlap.
 if BACKEND != "sqlite":
     DATABASES["default"]["TEST"] = {
         **DATABASES["default"].get("TEST", {}),
         "NAME": f"test_idempotency_{_RUN_ID}",
     }
+# A second database on the same server, for IDEMPOTENCY["DATABASE"] tests.
+DATABASES["records"] = {
+    **DATABASES["default"],
+    "TEST": {
+        **DATABASES["default"].get("TEST", {}),
+        "NAME": (
+            str(_sqlite_dir / f"idempotency-records-test-{_RUN_ID}.sqlite3")
+            if BACKEND == "sqlite"
+            else f"test_idempotency_records_{_RUN_ID}"
+        ),
+    },
+}
+if BACKEND == "sqlite":
+    DATABASES["records"]["NAME"] = str(_sqlite_dir / f"idempotency-records-{_RUN_ID}.sqlite3")
 
 REDIS_URL = os.environ.get("IDEMPOTENCY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
@@ -77,6 +93,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_idempotency",
     "tests.testapp",
+    "sample_project.demo",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

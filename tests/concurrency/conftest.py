@@ -44,7 +44,7 @@ class Server:
             barrier.wait()
             try:
                 results[i] = self.post(path, key, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 results[i] = exc
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]

@@ -1,0 +1,139 @@
+"""The optional Redis front (``IDEMPOTENCY = {"LOCK": "cache", "CACHE_ALIAS": ...}``).
+
+Redis answers duplicates without a database round trip: a replay from its
+response cache, a 409 from its lock, a 422 from either's fingerprint. It only
+ever says "no" or replays something the database already committed; the
+database claim still runs behind it for every request Redis lets through, so
+exactly-once never depends on Redis. When Redis is unreachable (or loses its
+data), requests simply take the database path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.core.cache import caches
+
+from .store import StoredResponse
+
+logger = logging.getLogger("django_idempotency")
+
+# One round trip: the cached response if any, else the lock (taken if free).
+_CHECK = """
+local cached = redis.call('GET', KEYS[1])
+if cached then return {'R', cached} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'A'} end
+return {'L', redis.call('GET', KEYS[2]) or ''}
+"""
+# Store the response and drop the lock, but only while the lock is still ours.
+_COMPLETE = """
+if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Acquired:
+    lock_value: str
+
+
+@dataclass(frozen=True)
+class Held:
+    same_request: bool
+
+
+@dataclass(frozen=True)
+class Cached:
+    same_request: bool
+    response: StoredResponse
+
+
+def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
+    from django_redis import get_redis_connection
+
+    cache = caches[alias]
+    client = get_redis_connection(alias)
+    return (
+        client,
+        cache.make_key(f"idempotency:response:{lookup_hash}"),
+        cache.make_key(f"idempotency:lock:{lookup_hash}"),
+    )
+
+
+def _encode(fingerprint: str, stored: StoredResponse) -> bytes:
+    head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id])
+    # JSON never contains a raw NUL, so it separates the head from the body.
+    return head.encode() + b"\0" + stored.body
+
+
+def _decode(raw: bytes) -> tuple[str, StoredResponse]:
+    head, _, body = raw.partition(b"\0")
+    fingerprint, status, headers, request_id = json.loads(head)
+    return fingerprint, StoredResponse(
+        status=status, headers=[(n, v) for n, v in headers], body=body, request_id=request_id
+    )
+
+
+def check(
+    alias: str, lookup_hash: str, fingerprint: str, token: str, lock_timeout: timedelta
+) -> Acquired | Held | Cached | None:
+    """None means Redis could not answer: fall back to the database alone."""
+    from redis.exceptions import RedisError
+
+    try:
+        client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
+        lock_value = f"{token}:{fingerprint}"
+        result = client.eval(
+            _CHECK,
+            2,
+            response_key,
+            lock_key,
+            lock_value,
+            int(lock_timeout.total_seconds() * 1000),
+        )
+    except RedisError:
+        logger.warning(
+            "Redis unavailable for idempotency lock; using the database only", exc_info=True
+        )
+        return None
+    kind = result[0].decode() if isinstance(result[0], bytes) else result[0]
+    if kind == "A":
+        return Acquired(lock_value)
+    if kind == "R":
+        cached_fingerprint, stored = _decode(result[1])
+        return Cached(cached_fingerprint == fingerprint, stored)
+    holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
+    return Held(holder.endswith(f":{fingerprint}"))
+
+
+def finish(
+    alias: str,
+    lookup_hash: str,
+    lock_value: str | None,
+    fingerprint: str,
+    stored: StoredResponse | None,
+    ttl: timedelta,
+) -> None:
+    """Cache a stored response (after the database committed it) and/or drop our lock."""
+    from redis.exceptions import RedisError
+
+    try:
+        client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
+        payload = _encode(fingerprint, stored) if stored is not None else b""
+        client.eval(
+            _COMPLETE,
+            2,
+            response_key,
+            lock_key,
+            lock_value or "",
+            int(ttl.total_seconds() * 1000),
+            payload,
+        )
+    except RedisError:
+        # A lock left behind expires after lock_timeout; the database decides meanwhile.
+        logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
