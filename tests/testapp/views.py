@@ -171,7 +171,7 @@ def headers_view(request):
     response["RateLimit-Remaining"] = "9"
     response["X-RateLimit-Limit"] = "10"
     response["X-Custom"] = "kept"
-    response.set_cookie("sessionid", "secret")
+    response.set_cookie("auth-cookie", "secret")
     return response
 
 

@@ -1,0 +1,281 @@
+"""Misconfiguration is a clear error: ImproperlyConfigured when a view is
+decorated or a mixin view class is defined, TypeError for a misplaced
+decorator, and system checks for the IDEMPOTENCY setting."""
+
+import datetime as dt
+from io import StringIO
+
+import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+from rest_framework import generics
+from rest_framework.decorators import api_view
+from rest_framework.views import APIView
+
+from django_idempotency import IdempotencyMixin, idempotent
+from django_idempotency.checks import check_settings
+from tests.test_contract import post
+from tests.testapp.models import Payment
+
+BAD_TYPES = [
+    pytest.param({"header": "Bad Header"}, "header", id="header with a space"),
+    pytest.param({"header": 42}, "header", id="header not a str"),
+    pytest.param({"required": "yes"}, "required", id="required not bool"),
+    pytest.param({"methods": "POST"}, "methods", id="methods a bare str"),
+    pytest.param({"methods": ["GET", "POST"]}, "methods", id="methods with a safe method"),
+    pytest.param({"key_min_length": 0}, "key_min_length", id="key_min_length zero"),
+    pytest.param({"key_max_length": "255"}, "key_max_length", id="key_max_length str"),
+    pytest.param({"key_max_length": 1025}, "key_max_length", id="key_max_length over 1024"),
+    pytest.param({"key_pattern": "[unclosed"}, "key_pattern", id="key_pattern invalid regex"),
+    pytest.param({"key_pattern": 5}, "key_pattern", id="key_pattern not str"),
+    pytest.param({"ttl": "24h"}, "ttl", id="ttl str"),
+    pytest.param({"ttl": dt.timedelta(0)}, "ttl", id="ttl zero"),
+    pytest.param({"scope": "no.such.module.func"}, "scope", id="scope bad dotted path"),
+    pytest.param({"scope": 3}, "scope", id="scope not callable"),
+    pytest.param({"per_endpoint": 1}, "per_endpoint", id="per_endpoint int"),
+    pytest.param({"fingerprint": "nope"}, "fingerprint", id="fingerprint bad path"),
+    pytest.param({"replay_status": 99}, "replay_status", id="replay_status not a status"),
+    pytest.param({"replayed_header": True}, "replayed_header", id="replayed_header bool"),
+    pytest.param({"request_id_header": "a b"}, "request_id_header", id="request_id bad name"),
+    pytest.param({"mismatch_status": 500}, "mismatch_status", id="mismatch_status not 4xx"),
+    pytest.param({"store_server_errors": None}, "store_server_errors", id="store_5xx None"),
+    pytest.param({"max_response_bytes": -1}, "max_response_bytes", id="max_bytes negative"),
+    pytest.param({"lock_timeout": -5}, "lock_timeout", id="lock_timeout negative"),
+    pytest.param({"atomic": "true"}, "atomic", id="atomic str"),
+]
+
+IMPOSSIBLE = [
+    pytest.param({"key_min_length": 10, "key_max_length": 5}, "key_min_length", id="min > max"),
+    pytest.param(
+        {"lock_timeout": dt.timedelta(minutes=5), "ttl": dt.timedelta(minutes=1)},
+        "lock_timeout",
+        id="lock_timeout > ttl",
+    ),
+    pytest.param({"lock_timeout": dt.timedelta(days=2)}, "lock_timeout", id="lock > default ttl"),
+    pytest.param({"replayed_header": "Idempotency-Key"}, "replayed_header", id="header clash"),
+]
+
+
+def make_mixin_view(options):
+    return type(
+        "BadView", (IdempotencyMixin, generics.CreateAPIView), {"idempotency_options": options}
+    )
+
+
+# Per-view options -------------------------------------------------------------
+
+
+def test_mistyped_option_name_fails_at_decoration():
+    with pytest.raises(ImproperlyConfigured) as exc:
+        idempotent(tll=dt.timedelta(hours=1))
+
+    message = str(exc.value)
+    assert "'tll'" in message
+    assert "ttl" in message.replace("'tll'", "")  # the valid names are listed
+
+
+def test_mistyped_option_name_fails_on_mixin_subclass_creation():
+    with pytest.raises(ImproperlyConfigured, match="'requird'"):
+        make_mixin_view({"requird": True})
+
+
+def test_upper_case_option_name_is_refused_per_view():
+    with pytest.raises(ImproperlyConfigured, match="'TTL'"):
+        idempotent(TTL=60)
+
+
+@pytest.mark.parametrize(("options", "name"), BAD_TYPES)
+def test_wrong_type_fails_at_decoration(options, name):
+    with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
+        idempotent(**options)
+
+
+@pytest.mark.parametrize(("options", "name"), BAD_TYPES)
+def test_wrong_type_fails_on_mixin_subclass_creation(options, name):
+    with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
+        make_mixin_view(options)
+
+
+@pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
+def test_impossible_combination_fails_at_decoration(options, name):
+    with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
+        idempotent(**options)
+
+
+@pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
+def test_impossible_combination_fails_on_mixin_subclass_creation(options, name):
+    with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
+        make_mixin_view(options)
+
+
+def test_good_options_are_accepted():
+    # Numbers of seconds, timedeltas, lists of methods in any case, None values.
+    idempotent(
+        ttl=3600,
+        lock_timeout=dt.timedelta(seconds=30),
+        methods=["post", "Put"],
+        replayed_header=None,
+        request_id_header=None,
+        scope="tests.testapp.views.tenant_scope",
+        key_min_length=36,
+        key_max_length=1024,
+    )
+    make_mixin_view({"required": True, "key_pattern": r"[0-9a-f-]{36}"})
+
+
+# Decorator order --------------------------------------------------------------
+
+
+def test_idempotent_above_api_view_is_a_type_error_showing_the_right_order():
+    with pytest.raises(TypeError) as exc:
+
+        @idempotent
+        @api_view(["POST"])
+        def create_letter(request): ...
+
+    message = str(exc.value)
+    assert "below @api_view" in message
+    assert message.index("@api_view([") < message.index("@idempotent(")
+
+
+def test_idempotent_with_options_above_api_view_is_a_type_error():
+    with pytest.raises(TypeError, match="below @api_view"):
+
+        @idempotent(required=True)
+        @api_view(["POST"])
+        def create_letter(request): ...
+
+
+def test_idempotent_on_a_view_class_is_a_type_error():
+    with pytest.raises(TypeError, match="IdempotencyMixin"):
+
+        @idempotent
+        class LetterView(APIView):
+            pass
+
+
+def test_idempotent_on_as_view_is_a_type_error():
+    class LetterView(APIView):
+        pass
+
+    with pytest.raises(TypeError, match="below @api_view"):
+        idempotent(LetterView.as_view())
+
+
+@pytest.mark.django_db
+def test_idempotent_on_a_plain_django_view_is_a_type_error(rf):
+    @idempotent
+    def plain(request): ...
+
+    with pytest.raises(TypeError, match="Django REST Framework"):
+        plain(rf.post("/plain/"))
+
+
+# Settings -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@override_settings(IDEMPOTENCY={"TLL": 60})
+def test_mistyped_setting_fails_loudly_at_the_first_request(client):
+    with pytest.raises(ImproperlyConfigured, match="'TLL'"):
+        post(client, "/function/", key="k")
+    assert Payment.objects.count() == 0
+
+
+# System checks ------------------------------------------------------------------
+
+
+def ids(messages):
+    return sorted(m.id for m in messages if m.id and m.id.startswith("django_idempotency."))
+
+
+def test_default_configuration_passes_the_checks():
+    assert ids(check_settings()) == []
+    call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        pytest.param({"TLL": 60}, id="mistyped name"),
+        pytest.param({"ttl": 60}, id="lower-case name"),
+        pytest.param({"TTL": "1 day"}, id="wrong type"),
+        pytest.param({"KEY_MIN_LENGTH": 10, "KEY_MAX_LENGTH": 5}, id="min > max"),
+        pytest.param({"LOCK_TIMEOUT": 120, "TTL": 60}, id="lock_timeout > ttl"),
+        pytest.param({"LOCK": "redis"}, id="unknown lock"),
+        pytest.param({"DATABASE": ""}, id="empty alias"),
+        pytest.param(["TTL", 60], id="not a dict"),
+    ],
+)
+def test_e001_invalid_setting(setting):
+    with override_settings(IDEMPOTENCY=setting):
+        messages = check_settings()
+        assert ids(messages) == ["django_idempotency.E001"]
+        assert messages[0].hint
+        with pytest.raises(SystemCheckError, match=r"django_idempotency\.E001"):
+            call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_e001_message_names_the_option():
+    with override_settings(IDEMPOTENCY={"TTL": "1 day"}):
+        (message,) = check_settings()
+    assert "TTL" in message.msg
+
+
+@override_settings(IDEMPOTENCY={"DATABASE": "no-such-alias"})
+def test_e002_database_alias_not_in_databases():
+    assert ids(check_settings()) == ["django_idempotency.E002"]
+    with pytest.raises(SystemCheckError, match=r"django_idempotency\.E002"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_e003_unsupported_database_engine(settings):
+    databases = {
+        **settings.DATABASES,
+        "oracle-records": {"ENGINE": "django.db.backends.oracle", "NAME": "records"},
+    }
+    # Only the check reads this copy; the connections in use are untouched.
+    with (
+        pytest.warns(UserWarning, match="DATABASES"),
+        override_settings(DATABASES=databases, IDEMPOTENCY={"DATABASE": "oracle-records"}),
+    ):
+        assert ids(run_checks(tags=["compatibility"])) == ["django_idempotency.E003"]
+
+
+@override_settings(IDEMPOTENCY={"LOCK": "cache", "CACHE_ALIAS": "locks"})
+def test_e004_cache_alias_not_in_caches():
+    assert ids(check_settings()) == ["django_idempotency.E004"]
+    with pytest.raises(SystemCheckError, match=r"django_idempotency\.E004"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+@override_settings(
+    IDEMPOTENCY={"LOCK": "cache"},
+    CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+)
+def test_e005_cache_lock_needs_redis():
+    messages = check_settings()
+    assert ids(messages) == ["django_idempotency.E005"]
+    assert "django-redis" in messages[0].hint or "django_redis" in messages[0].hint
+    with pytest.raises(SystemCheckError, match=r"django_idempotency\.E005"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_cache_lock_with_redis_passes(settings):
+    caches = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": settings.REDIS_URL}
+    }
+    with override_settings(IDEMPOTENCY={"LOCK": "cache"}, CACHES=caches):
+        assert ids(check_settings()) == []
+
+
+def test_w001_rest_framework_not_installed(settings):
+    apps = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    with override_settings(INSTALLED_APPS=apps):
+        assert ids(check_settings()) == ["django_idempotency.W001"]
+        out, err = StringIO(), StringIO()
+        call_command("check", stdout=out, stderr=err)  # a warning does not fail
+        assert "django_idempotency.W001" in out.getvalue() + err.getvalue()
