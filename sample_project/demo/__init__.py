@@ -1,0 +1,1 @@
+"""Payments, cards, letters and identity checks: one endpoint group per reference API."""

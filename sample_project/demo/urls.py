@@ -1,0 +1,24 @@
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from .views import ietf, index, lithic, orzcash, stannp, txcloud
+
+ietf_router = SimpleRouter()
+ietf_router.register("payments", ietf.PaymentViewSet, basename="ietf-payment")
+lithic_router = SimpleRouter()
+lithic_router.register("cards", lithic.CardViewSet, basename="lithic-card")
+
+urlpatterns = [
+    path("", index.index, name="index"),
+    path("ietf/", include(ietf_router.urls)),
+    path("lithic/", include(lithic_router.urls)),
+    path("txcloud/identity/verify", txcloud.VerifyView.as_view(), name="txcloud-verify"),
+    path("txcloud/identity/sessions", txcloud.SessionView.as_view(), name="txcloud-sessions"),
+    path(
+        "txcloud/identity/checks/<int:pk>",
+        txcloud.IdentityCheckView.as_view(),
+        name="txcloud-check",
+    ),
+    path("stannp/letters/", stannp.letters, name="stannp-letters"),
+    path("orzcash/transfers/", orzcash.TransferView.as_view(), name="orzcash-transfers"),
+]

@@ -1,0 +1,1 @@
+"""One module per endpoint group; each module's options dict is its whole configuration."""
