@@ -566,3 +566,86 @@ def test_rule12_problem_type_differs_per_error(client):
 
     assert missing["type"] != invalid["type"]
     assert missing["title"] != invalid["title"]
+
+
+# Mixin and decorator together, every applicable method --------------------------
+
+
+def test_mixin_covers_every_applicable_method_of_a_viewset(client):
+    payment = Payment.objects.create(amount=1)
+    url = f"/mixin-viewset/{payment.pk}/"
+    first = post(client, url, {"amount": 2}, key="k", method="patch")
+    Payment.objects.filter(pk=payment.pk).update(amount=3)  # changed behind the API
+
+    retry = post(client, url, {"amount": 2}, key="k", method="patch")
+
+    assert first.json()["amount"] == 2
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert Payment.objects.get(pk=payment.pk).amount == 3  # the view did not run again
+
+
+def test_mixin_same_key_on_another_object_is_a_reuse(client):
+    one, two = Payment.objects.create(amount=1), Payment.objects.create(amount=1)
+    post(client, f"/mixin-viewset/{one.pk}/", {"amount": 2}, key="k", method="patch")
+
+    response = post(client, f"/mixin-viewset/{two.pk}/", {"amount": 2}, key="k", method="patch")
+
+    assert_problem(response, 422, "idempotency_key_reused")
+    assert Payment.objects.get(pk=two.pk).amount == 1
+
+
+def test_handler_decorated_on_a_mixin_view_keeps_its_own_options(client):
+    # post: the decorator's replay_status; patch: the mixin's. Each runs once,
+    # so the engine is not applied twice (that would answer 409 to itself).
+    assert post(client, "/mixin-override/", key="p").status_code == 201
+    assert post(client, "/mixin-override/", key="p").status_code == 202
+    assert post(client, "/mixin-override/", key="q", method="patch").status_code == 201
+    assert post(client, "/mixin-override/", key="q", method="patch").status_code == 200
+    assert Payment.objects.count() == 2
+
+
+# More of rules 4 and 5 --------------------------------------------------------------
+
+
+def test_rule4_a_refusal_answered_by_the_view_is_stored_and_replayed(client):
+    # Not an exception and not a 5xx: the operation's result, e.g. a declined card.
+    first = post(client, "/function/?fail=402", key="k")
+    retry = post(client, "/function/?fail=402", key="k")
+
+    assert first.status_code == retry.status_code == 402
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_rule5_drf_not_found_releases_the_key(client, method):
+    # get_object() raises Http404, which DRF turns into a 404 outside the handler.
+    response = post(client, "/mixin-viewset/999999/", key="k", method=method)
+
+    assert response.status_code == 404
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule5_atomic_validation_error_leaves_nothing(client):
+    response = post(client, "/atomic/", {"amount": "x"}, key="k")
+
+    assert response.status_code == 400
+    assert IdempotencyRecord.objects.count() == 0
+    assert post(client, "/atomic/", key="k").status_code == 201
+
+
+@pytest.mark.parametrize("method", ["options", "head"])
+def test_rule1_options_and_head_ignore_the_key(client, method):
+    response = getattr(client, method)("/generic/", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert response.status_code == 200
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_rule3_invalid_key_problem_carries_the_request_id(client):
+    response = post(client, "/function/", key="", HTTP_X_REQUEST_ID="req-7")
+
+    assert_problem(response, 400, "idempotency_key_invalid")
+    assert response["X-Request-Id"] == "req-7"

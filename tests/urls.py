@@ -23,6 +23,7 @@ urlpatterns = [
     path("private/", views.PrivateView.as_view()),
     path("throttled/", views.ThrottledView.as_view()),
     path("admin-only/", views.AdminOnlyView.as_view()),
+    path("mixin-override/", views.MixinOverrideView.as_view()),
     path("bare/", views.bare_view),
     path("headers/", views.headers_view),
     *(path(f"options/{name}/", view) for name, view in views.option_views.items()),

@@ -23,6 +23,9 @@ def _create(request, **extra):
     delay = float(request.query_params.get("sleep", 0))
     if delay:
         time.sleep(delay)
+    if request.query_params.get("fail") == "402":
+        # A refusal the view answers itself (not an exception): stored and replayed.
+        return Response({"error": "card declined", "payment": payment.pk}, status=402)
     if request.query_params.get("fail") == "500":
         return Response({"error": "boom"}, status=500)
     if request.query_params.get("fail") == "raise":
@@ -120,6 +123,19 @@ class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet):
     @action(detail=False, methods=["post"])
     def bulk(self, request):
         return _create(request, reference="bulk")
+
+
+class MixinOverrideView(IdempotencyMixin, APIView):
+    """The mixin for every method; ``post`` keeps its own decorator's options."""
+
+    idempotency_options = {"replay_status": 200}
+
+    @idempotent(replay_status=202)
+    def post(self, request):
+        return _create(request)
+
+    def patch(self, request):
+        return _create(request)
 
 
 class PrivateView(APIView):
