@@ -1,0 +1,1 @@
+"""A minimal DRF project that every benchmark configuration shares."""

@@ -1,0 +1,140 @@
+"""The PNG chart of a results.json: latency by scenario, by table size, and
+by package. Runs in the benchmark's virtualenv, the only one with matplotlib.
+
+    python benchmarks/chart.py results.json latency.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt
+
+SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
+LABELS = ["no key", "first", "replay", "mismatch", "in progress"]
+
+
+def by_scenario(ax: Any, rows: list[dict[str, Any]], title: str) -> None:
+    variants = [
+        v
+        for v in ("plain", "floor", "ours", "floor-atomic", "ours-atomic")
+        if any(r["variant"] == v for r in rows)
+    ]
+    width = 0.8 / max(1, len(variants))
+    for i, variant in enumerate(variants):
+        xs, ys, errs = [], [], []
+        for j, scenario in enumerate(SCENARIOS):
+            row = next(
+                (r for r in rows if r["variant"] == variant and r["scenario"] == scenario), None
+            )
+            if row:
+                xs.append(j + i * width)
+                ys.append(row["median_us"] / 1000)
+                errs.append((row["p99_us"] - row["median_us"]) / 1000)
+        ax.bar(xs, ys, width, label=variant, yerr=[[0] * len(errs), errs], capsize=2)
+    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(SCENARIOS))], LABELS)
+    ax.set_ylabel("ms per request (median; whisker: p99)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+
+
+def by_size(ax: Any, rows: list[dict[str, Any]]) -> None:
+    for scenario in ("first", "replay", "mismatch"):
+        points = sorted(
+            (r["table_rows"], r["x_plain"])
+            for r in rows
+            if r["variant"] == "ours" and r["scenario"] == scenario
+        )
+        if points:
+            ax.plot(
+                [max(p[0], 1) for p in points], [p[1] for p in points], marker="o", label=scenario
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("records already in the table (0 drawn at 1)")
+    ax.set_ylabel("latency / unprotected endpoint (median)")
+    ax.set_title("By table size (PostgreSQL)")
+    ax.legend(fontsize="small")
+
+
+def by_package(ax: Any, results: dict[str, Any]) -> None:
+    peers = results.get("peers") or []
+    ours = [
+        r
+        for r in results["overhead"]
+        if r["db"] == "postgresql"
+        and r["lock"] == "database"
+        and r["variant"] == "ours"
+        and r.get("sync") == (peers[0].get("sync") if peers else r.get("sync"))
+    ]
+    plains = {
+        (r["db"], r["lock"], r.get("sync")): r["median_us"]
+        for r in results["overhead"]
+        if r["variant"] == "plain"
+    }
+    packages: dict[str, dict[str, float]] = {}
+    for r in ours:
+        base = plains.get((r["db"], r["lock"], r.get("sync")))
+        if base:
+            packages.setdefault("django-idempotency", {})[r["scenario"]] = r["median_us"] / base
+    for r in peers:
+        if r.get("x_plain") is not None:
+            packages.setdefault(f"{r['package']} ({r['mode']})", {})[r["scenario"]] = r["x_plain"]
+    names = list(packages)
+    scenarios = ["first", "replay", "mismatch", "in_progress"]
+    width = 0.8 / max(1, len(scenarios))
+    for i, scenario in enumerate(scenarios):
+        ax.bar(
+            [j + i * width for j in range(len(names))],
+            [packages[n].get(scenario, 0) for n in names],
+            width,
+            label=scenario,
+        )
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(
+        [j + width * 1.5 for j in range(len(names))],
+        names,
+        rotation=20,
+        ha="right",
+        fontsize="small",
+    )
+    ax.set_ylabel("latency / unprotected endpoint (median)")
+    ax.set_title("Against the peers (PostgreSQL; 0 = not measured)")
+    ax.legend(fontsize="small")
+
+
+def main(source: str, target: str) -> int:
+    results = json.loads(Path(source).read_text())
+    groups = sorted({(r["db"], r["lock"], r.get("sync", "on")) for r in results["overhead"]})
+    panels = len(groups) + bool(results.get("scale")) + bool(results.get("peers"))
+    cols = 2
+    rows = (panels + 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, (db, lock, sync) in zip(flat, groups, strict=False):
+        picked = [
+            r
+            for r in results["overhead"]
+            if (r["db"], r["lock"], r.get("sync", "on")) == (db, lock, sync)
+        ]
+        by_scenario(ax, picked, f"{db}, lock {lock}, synchronous commit {sync}")
+    rest = flat[len(groups) :]
+    if results.get("scale"):
+        by_size(rest.pop(0), results["scale"])
+    if results.get("peers"):
+        by_package(rest.pop(0), results)
+    for ax in rest:
+        ax.axis("off")
+    fig.suptitle(f"django-idempotency benchmark ({results['mode']} run)")
+    fig.tight_layout()
+    fig.savefig(target, dpi=90)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
