@@ -63,7 +63,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(db_name: str, tmp: Path, env_extra: dict[str, str]) -> Server:
+def _start(db_name: str, tmp: Path, env_extra: dict[str, str], workers: int) -> Server:
     port = _free_port()
     log = tmp / f"gunicorn-{port}.log"
     env = {
@@ -77,7 +77,7 @@ def _start(db_name: str, tmp: Path, env_extra: dict[str, str]) -> Server:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "tests.concurrency.wsgi:application",
-                "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
                 "--timeout", "120", "--graceful-timeout", "2", "--log-level", "warning",
             ],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -117,10 +117,10 @@ def server_factory(
     tmp = tmp_path_factory.mktemp("servers")
     servers: dict[tuple[tuple[str, str], ...], Server] = {}
 
-    def get(**env: str) -> Server:
-        key = tuple(sorted(env.items()))
+    def get(workers: int = WORKERS, **env: str) -> Server:
+        key = (("workers", str(workers)), *sorted(env.items()))
         if key not in servers:
-            servers[key] = _start(db_name, tmp, env)
+            servers[key] = _start(db_name, tmp, env, workers)
         return servers[key]
 
     yield get
