@@ -560,3 +560,20 @@ def test_not_atomic_exception_keeps_the_writes_but_no_record():
 
     assert Payment.objects.count() == 1
     assert IdempotencyRecord.objects.count() == 0
+
+
+# Callables that return the wrong thing fail loudly, never silently share ---------
+
+
+def test_scope_callable_returning_an_empty_scope_is_an_error(client):
+    with pytest.raises(TypeError, match="non-empty str"):
+        post(client, opt("empty-scope"), key="k")
+    assert IdempotencyRecord.objects.count() == 0
+    assert Payment.objects.count() == 0
+
+
+def test_fingerprint_callable_returning_a_non_string_is_an_error(client):
+    with pytest.raises(TypeError, match="str or bytes"):
+        post(client, opt("int-fingerprint"), key="k")
+    assert IdempotencyRecord.objects.count() == 0
+    assert Payment.objects.count() == 0

@@ -246,3 +246,55 @@ def test_malformed_keys_are_400_naming_the_rule_and_the_view_does_not_run(client
     assert rule in problem["detail"]
     assert Payment.objects.count() == 0
     assert IdempotencyRecord.objects.count() == 0
+
+
+# Multipart uploads: fingerprinted by content, never stored -----------------------
+
+CSRF_SECRET = "A" * 32
+
+
+def session_client(user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(user)
+    client.cookies["csrftoken"] = CSRF_SECRET
+    return client
+
+
+def upload(client, content, key="k", csrf=CSRF_SECRET):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    extra = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
+    return client.post(
+        "/function/",
+        {"amount": "10", "scan": SimpleUploadedFile("scan.pdf", content)},
+        format="multipart",
+        HTTP_IDEMPOTENCY_KEY=key,
+        **extra,
+    )
+
+
+def test_multipart_upload_read_by_the_csrf_check_is_fingerprinted_by_content(user):
+    # SessionAuthentication's CSRF check parses the multipart body before the
+    # view: the raw body is gone, the fingerprint must still cover the file.
+    client = session_client(user)
+    scan = b"%PDF-1.7 \x00\x01\x02 secret passport scan"
+
+    first = upload(client, scan)
+    retry = upload(client, scan)
+    other_file = upload(client, scan.replace(b"passport", b"passwort"))  # same size
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert_problem(other_file, 422, "idempotency_key_reused")
+    assert Payment.objects.count() == 1
+    record = record_for("k")
+    assert b"passport" not in bytes(record.response_body)
+    assert "passport" not in record.response_headers
+
+
+def test_multipart_upload_failing_the_csrf_check_claims_nothing(user):
+    response = upload(session_client(user), b"data", csrf=None)
+
+    assert response.status_code == 403
+    assert IdempotencyRecord.objects.count() == 0

@@ -221,6 +221,8 @@ OPTION_VIEWS = {
     "mismatch-status": {"mismatch_status": 409},
     "store-server-errors": {"store_server_errors": True},
     "max-response-bytes": {"max_response_bytes": 10},
+    "empty-scope": {"scope": lambda request: ""},
+    "int-fingerprint": {"fingerprint": lambda request: 42},
 }
 
 
