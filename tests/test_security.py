@@ -298,3 +298,29 @@ def test_multipart_upload_failing_the_csrf_check_claims_nothing(user):
 
     assert response.status_code == 403
     assert IdempotencyRecord.objects.count() == 0
+
+
+# Function views with DRF's policy decorators, in either order --------------------
+
+
+@pytest.mark.parametrize("url", ["/private-function/", "/private-function-inner/"])
+def test_function_view_replay_requires_authentication(user_client, url):
+    first = post(user_client, url, key="k")
+    anonymous = post(APIClient(), url, key="k")
+
+    assert first.status_code == 201
+    assert anonymous.status_code == 401
+    assert "Idempotent-Replayed" not in anonymous
+    assert post(user_client, url, key="k")["Idempotent-Replayed"] == "true"
+    assert Payment.objects.count() == 1
+
+
+def test_function_view_replays_count_against_user_throttles(user_client):
+    url = "/private-function-inner/"
+    post(user_client, url, key="k")
+    assert post(user_client, url, key="k")["Idempotent-Replayed"] == "true"
+
+    throttled = post(user_client, url, key="k")
+
+    assert throttled.status_code == 429
+    assert "Idempotent-Replayed" not in throttled

@@ -23,6 +23,8 @@ urlpatterns = [
     path("private/", views.PrivateView.as_view()),
     path("throttled/", views.ThrottledView.as_view()),
     path("admin-only/", views.AdminOnlyView.as_view()),
+    path("private-function/", views.private_function_view),
+    path("private-function-inner/", views.private_function_view_inner),
     path("mixin-override/", views.MixinOverrideView.as_view()),
     path("bare/", views.bare_view),
     path("headers/", views.headers_view),

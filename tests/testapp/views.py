@@ -3,10 +3,10 @@ from datetime import timedelta
 
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework import generics, status, viewsets
-from rest_framework.decorators import action, api_view
+from rest_framework.decorators import action, api_view, permission_classes, throttle_classes
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
@@ -151,12 +151,33 @@ class TwoPerMinuteThrottle(AnonRateThrottle):
     rate = "2/minute"
 
 
+class TwoPerMinuteUserThrottle(UserRateThrottle):
+    rate = "2/minute"
+
+
 class ThrottledView(APIView):
     throttle_classes = [TwoPerMinuteThrottle]
 
     @idempotent
     def post(self, request):
         return _create(request)
+
+
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+@idempotent
+def private_function_view(request):
+    """DRF's policy decorators above @idempotent..."""
+    return _create(request)
+
+
+@api_view(["POST"])
+@idempotent
+@permission_classes([IsAuthenticated])
+@throttle_classes([TwoPerMinuteUserThrottle])
+def private_function_view_inner(request):
+    """...or below it: both orders keep the policy."""
+    return _create(request)
 
 
 class AdminOnlyView(APIView):
