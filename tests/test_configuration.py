@@ -279,3 +279,43 @@ def test_w001_rest_framework_not_installed(settings):
         out, err = StringIO(), StringIO()
         call_command("check", stdout=out, stderr=err)  # a warning does not fail
         assert "django_idempotency.W001" in out.getvalue() + err.getvalue()
+
+
+# The option names are the public contract ---------------------------------------
+
+ISSUE_OPTION_NAMES = {
+    "header",
+    "required",
+    "methods",
+    "key_min_length",
+    "key_max_length",
+    "key_pattern",
+    "ttl",
+    "scope",
+    "per_endpoint",
+    "fingerprint",
+    "replay_status",
+    "replayed_header",
+    "request_id_header",
+    "mismatch_status",
+    "store_server_errors",
+    "max_response_bytes",
+    "lock_timeout",
+    "atomic",
+}
+
+
+def test_option_names_are_those_of_the_option_table():
+    from django_idempotency.options import SPECS
+
+    assert {spec.name for spec in SPECS} == ISSUE_OPTION_NAMES
+
+
+def test_every_option_is_a_decorator_keyword_and_an_upper_case_setting():
+    from django_idempotency.options import SPECS
+
+    defaults = {spec.name: spec.default for spec in SPECS}
+    idempotent(**defaults)
+    make_mixin_view(defaults)
+    with override_settings(IDEMPOTENCY={name.upper(): value for name, value in defaults.items()}):
+        assert ids(check_settings()) == []
