@@ -13,6 +13,7 @@ import shlex
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from urllib.parse import urlencode
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -638,3 +639,32 @@ def test_walkthrough_finds_every_behaviour_as_documented(sample_server):
     assert "Every response was as documented." in text
     assert "Retry-After: 1" in text
     assert "NOT AS DOCUMENTED" not in text
+
+
+class TestDocs:
+    """The docs describe the code: generated parts are current, links resolve."""
+
+    def test_option_reference_and_readme_table_are_generated_from_the_specs(self):
+        from docs import hooks
+
+        stale = hooks.stale_files()
+
+        assert stale == [], "run `python docs/hooks.py` to regenerate " + ", ".join(map(str, stale))
+
+    def test_every_problem_type_uri_has_its_anchor_on_the_errors_page(self):
+        from django_idempotency import exceptions
+
+        errors_page = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
+        codes = [
+            error.default_code
+            for error in vars(exceptions).values()
+            if isinstance(error, type)
+            and issubclass(error, exceptions.IdempotencyError)
+            and error is not exceptions.IdempotencyError
+        ]
+
+        assert len(codes) >= 5
+        for code in codes:
+            anchor = code.replace("_", "-")
+            assert f"{{ #{anchor} }}" in errors_page, code
+            assert exceptions.TYPE_BASE.endswith("/errors/#")
