@@ -47,7 +47,9 @@ class Call:
         return headers
 
     def curl(self, base_url: str) -> str:
-        parts = ["curl", "-sS", "-i", "-X", self.method, base_url.rstrip("/") + self.path]
+        url = base_url.rstrip("/") + self.path
+        # -w: a newline after the body, which the problem documents lack.
+        parts = ["curl", "-sS", "-i", "-w", r"\n", "-X", self.method, url]
         for name, value in self.all_headers().items():
             parts += ["-H", f"{name}: {value}"]
         body = self.encoded_body()

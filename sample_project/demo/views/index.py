@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, permission_classes, renderer_classes
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -78,8 +79,16 @@ GROUPS: list[dict[str, Any]] = [
 ]
 
 
+class _IndentedJSONRenderer(JSONRenderer):
+    """The index is read by people, with curl: indent it."""
+
+    def get_indent(self, accepted_media_type: str, renderer_context: dict[str, Any]) -> int:
+        return 2
+
+
 @api_view(["GET"])
 @permission_classes([AllowAny])
+@renderer_classes([_IndentedJSONRenderer, BrowsableAPIRenderer])
 def index(request: Request) -> Response:
     return Response(
         {
