@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from ...walkthrough import walk
 from .demo_setup import demo_tokens
@@ -22,7 +23,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, url: str, **options: Any) -> None:
-        tokens = demo_tokens()
+        try:
+            tokens = demo_tokens()
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The sample database is not ready ({exc}). Run `make demo` first."
+            ) from None
         try:
             surprises = walk(
                 tokens["alice"], tokens["bob"], url, self.stdout.write, run=uuid.uuid4().hex[:8]
