@@ -183,7 +183,9 @@ def purge(
             dry_run=False,
             seconds=time.monotonic() - started,
         )
-    logger.info(
+    # DEBUG, not INFO: a project logging INFO to stderr would otherwise make
+    # "-v 0" under cron mail a line every few minutes.
+    logger.debug(
         "Idempotency purge on %r%s: %d expired, %d abandoned in %d batches, %.2fs",
         alias,
         " (dry run)" if dry_run else "",
