@@ -71,6 +71,8 @@ def _start(db_name: str, tmp: Path, env_extra: dict[str, str], workers: int) -> 
         "DJANGO_SETTINGS_MODULE": "tests.concurrency.settings",
         "IDEMPOTENCY_SERVER_DB_NAME": db_name,
         "PYTHONPATH": str(ROOT),
+        # Redis outlives test databases: keys of earlier runs must not be seen.
+        "SERVER_REDIS_PREFIX": f"run-{os.getpid()}-{port}",
         **env_extra,
     }
     with log.open("wb") as log_file:

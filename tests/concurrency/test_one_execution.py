@@ -1,6 +1,8 @@
 """Guarantee 1 of docs/concurrency.md: N identical requests that arrive at once
 on separate worker processes run the view exactly once."""
 
+import os
+
 import pytest
 
 from tests.testapp.models import Payment
@@ -11,10 +13,21 @@ ROUNDS = 5
 CONCURRENT = 20
 
 
-@pytest.mark.parametrize("path", ["plain/", "atomic/"])
-def test_simultaneous_duplicates_run_the_view_once(server, path):
+@pytest.mark.parametrize(
+    ("path", "env"),
+    [
+        pytest.param("plain/", {}, id="plain"),
+        pytest.param("atomic/", {}, id="atomic"),
+        pytest.param("plain/", {"SERVER_LOCK": "cache"}, id="plain+redis"),
+        pytest.param("atomic/", {"SERVER_LOCK": "cache"}, id="atomic+redis"),
+    ],
+)
+def test_simultaneous_duplicates_run_the_view_once(server_factory, path, env):
+    if env and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
+        pytest.skip("Redis is not reachable")
+    server = server_factory(**env)
     for round_ in range(ROUNDS):
-        key = f"race-{path.strip('/')}-{round_}"
+        key = f"race-{path.strip('/')}-{len(env)}-{round_}"
         responses = server.fire(path, key, CONCURRENT, headers={"X-Sleep": "0.3"})
 
         assert Payment.objects.filter(reference=key).count() == 1

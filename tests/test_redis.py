@@ -1,0 +1,147 @@
+"""Guarantee 6: the Redis front (LOCK = "cache") answers duplicates without a
+database round trip, never runs an operation twice, and falls back to the
+database alone when Redis is unreachable. Against a real Redis server."""
+
+import os
+import uuid
+
+import pytest
+import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+from rest_framework.test import APIClient
+
+from django_idempotency.models import IdempotencyRecord, State
+from tests.settings import REDIS_URL
+from tests.testapp.models import Payment
+
+pytestmark = pytest.mark.django_db
+
+
+def _redis_available() -> bool:
+    flag = os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE")
+    if flag is not None:
+        return flag == "1"
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not _redis_available(), reason="Redis is not reachable")
+
+
+def _settings(location: str, prefix: str):
+    return override_settings(
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "redis": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": location,
+                "KEY_PREFIX": prefix,
+                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+            },
+        },
+        IDEMPOTENCY={"LOCK": "cache", "CACHE_ALIAS": "redis"},
+    )
+
+
+@pytest.fixture
+def redis_lock():
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    with _settings(REDIS_URL, prefix):
+        yield redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def post(client, key, amount=1):
+    return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def statements(queries):
+    return [q for q in queries if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE"))]
+
+
+@needs_redis
+def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock):
+    client = APIClient()
+    first = post(client, "redis-1")
+    assert first.status_code == 201
+    assert any(b"idempotency:response:" in k for k in redis_lock.scan_iter("*"))
+
+    with CaptureQueriesContext(connection) as replay_queries:
+        replay = post(client, "redis-1")
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == first.content
+    assert replay.headers["X-Request-Id"] == first.headers["X-Request-Id"]
+    assert statements(replay_queries.captured_queries) == []
+
+    with CaptureQueriesContext(connection) as mismatch_queries:
+        mismatch = post(client, "redis-1", amount=2)
+    assert mismatch.status_code == 422
+    assert mismatch.json()["code"] == "idempotency_key_reused"
+    assert statements(mismatch_queries.captured_queries) == []
+    assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
+    from django.core.cache import caches
+
+    from django_idempotency.identity import lookup_hash
+
+    # Another worker holds the lock for this key (its token, our fingerprint
+    # would be unknown to it: a different request gets 422, see below).
+    key = "redis-busy"
+    lock_key = caches["redis"].make_key(f"idempotency:lock:{lookup_hash('anonymous', key, None)}")
+    redis_lock.set(lock_key, "othertoken:" + "f" * 64, px=60_000)
+    client = APIClient()
+    with CaptureQueriesContext(connection) as queries:
+        response = post(client, key)
+    assert response.status_code == 422  # its fingerprint differs from ours
+    assert statements(queries.captured_queries) == []
+    assert Payment.objects.count() == 0
+
+
+@needs_redis
+def test_database_still_decides_when_redis_lost_its_data(redis_lock):
+    client = APIClient()
+    first = post(client, "redis-lost")
+    redis_lock.flushdb()  # a Redis restart without persistence
+    replay = post(client, "redis-lost")
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == first.content
+    assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_exception_in_view_releases_both_locks(redis_lock):
+    client = APIClient()
+    with pytest.raises(RuntimeError):
+        client.post(
+            "/function/?fail=raise", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
+        )
+    assert not IdempotencyRecord.objects.filter(key="redis-exc").exists()
+    assert not any(b"idempotency:lock:" in k for k in redis_lock.scan_iter("*"))
+    retry = client.post(
+        "/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
+    )
+    assert retry.status_code == 201
+
+
+def test_unreachable_redis_falls_back_to_the_database():
+    # Nothing listens on port 1: every Redis call fails at once.
+    with _settings("redis://127.0.0.1:1/0", "down"):
+        client = APIClient()
+        first = post(client, "redis-down")
+        replay = post(client, "redis-down")
+        mismatch = post(client, "redis-down", amount=5)
+    assert first.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert mismatch.status_code == 422
+    assert Payment.objects.count() == 1
+    assert IdempotencyRecord.objects.get(key="redis-down").state == State.COMPLETED
