@@ -194,7 +194,7 @@ def test_key_pattern_default_accepts_visible_ascii(client):
 def test_ttl_expiry_frees_the_key(client):
     first = post(client, opt("short-ttl"), key="k")
     replay = post(client, opt("short-ttl"), key="k")
-    time.sleep(1.2)
+    time.sleep(2.2)  # ttl is 2 s
     after = post(client, opt("short-ttl"), key="k")
 
     assert replay["Idempotent-Replayed"] == "true"

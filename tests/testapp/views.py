@@ -230,7 +230,7 @@ OPTION_VIEWS = {
     "lengths": {"key_min_length": 8, "key_max_length": 16},
     "long-keys": {"key_max_length": 1024},
     "pattern": {"key_pattern": r"ord_[0-9]{4}"},
-    "short-ttl": {"ttl": timedelta(seconds=1), "lock_timeout": 1},
+    "short-ttl": {"ttl": timedelta(seconds=2), "lock_timeout": 1},
     "scope-callable": {"scope": tenant_scope},
     "scope-dotted": {"scope": "tests.testapp.views.tenant_scope"},
     "fingerprint": {"fingerprint": amount_fingerprint},
