@@ -1,4 +1,5 @@
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -199,6 +200,17 @@ def test_rejects_a_bad_batch_size_and_negative_age():
         purge(older_than=-dt.timedelta(seconds=1))
     with pytest.raises(ValueError, match="batch_size"):
         delete_in_batches(IdempotencyRecord.objects.all(), batch_size=0)
+
+
+def test_logs_one_debug_line_and_nothing_louder(caplog):
+    expired(2)
+    caplog.set_level(logging.DEBUG, logger="django_idempotency")
+
+    purge()
+
+    records = [r for r in caplog.records if r.name == "django_idempotency"]
+    assert [r.levelno for r in records] == [logging.DEBUG]
+    assert "2 expired, 0 abandoned in 1 batches" in records[0].getMessage()
 
 
 @pytest.mark.parametrize(
