@@ -112,6 +112,8 @@ def main(source: str, target: str) -> int:
     results = json.loads(Path(source).read_text())
     groups = sorted({(r["db"], r["lock"], r.get("sync", "on")) for r in results["overhead"]})
     panels = len(groups) + bool(results.get("scale")) + bool(results.get("peers"))
+    if panels == 0:
+        return 0  # nothing to draw (a correctness-only run)
     cols = 2
     rows = (panels + 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)

@@ -107,15 +107,19 @@ PEERS: dict[str, dict[str, Any]] = {
         "middleware": ["idempotency_key.middleware.ExemptIdempotencyKeyMiddleware"],
         "settings": {
             "IDEMPOTENCY_KEY": {
+                # None: a replay carries the original status, as ours and
+                # Stripe's do (the package's default answers replays with 409).
+                "CONFLICT_STATUS_CODE": None,
                 "STORAGE": {
                     "CLASS": "idempotency_key.storage.CacheKeyStorage",
                     "CACHE_NAME": "peer",
                 },
                 # The README's multi-process choice; its default ThreadLock
-                # only guards threads of one process.
+                # only guards threads of one process. The README's
+                # "localhost:6379" is refused by redis-py 4+: a URL it is.
                 "LOCK": {
                     "CLASS": "idempotency_key.locks.redis.MultiProcessRedisLock",
-                    "LOCATION": "127.0.0.1:6379",
+                    "LOCATION": f"{REDIS}/13",
                     "NAME": "bench-idempotency-key",
                     "TTL": 60,
                 },

@@ -350,11 +350,15 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
         ("Against the floor (added latency over the plain endpoint)", floor_table(results)),
     ]
     if results.get("scale"):
-        out.append(("Scale (PostgreSQL, records already in the table)", scale_table(results)))
+        sync = results["scale"][0].get("sync")
+        title = f"Scale (PostgreSQL, records already in the table, synchronous commit {sync})"
+        out.append((title, scale_table(results)))
     if results.get("purge"):
         out.append(("Purge", purge_table(results)))
     if results.get("peers"):
-        out.append(("Peers (PostgreSQL, same endpoint)", peers_table(results)))
+        sync = results["peers"][0].get("sync")
+        title = f"Peers (PostgreSQL, same endpoint, synchronous commit {sync})"
+        out.append((title, peers_table(results)))
     if results.get("correctness"):
         out.append(
             ("Correctness (gunicorn, separate worker processes)", correctness_table(results))

@@ -211,8 +211,8 @@ def main() -> int:
         default="on,off",
         help="synchronous commit: on (durable, as in production), off (CPU cost only), or both",
     )
-    parser.add_argument("--block", type=int, default=200, help="requests per block")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds")
+    parser.add_argument("--block", type=int, default=100, help="requests per block")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--pool", type=int, default=100, help="completed keys replayed")
     parser.add_argument(
         "--scale-rows", default="1000000,10000000", help="pre-existing record counts"
@@ -227,6 +227,11 @@ def main() -> int:
         "--out", help="output directory (default: benchmarks/results, or results/smoke)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="update the sections run in an existing results.json, keep the others",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.block, args.rounds, args.pool, args.sync = 8, 2, 8, "on"
@@ -254,6 +259,9 @@ def main() -> int:
         "profiles": {},
         "pending": [],
     }
+    out = Path(args.out or HERE / "results" / ("smoke" if args.smoke else ""))
+    if args.merge and (out / "results.json").exists():
+        results = merge_base(json.loads((out / "results.json").read_text()), sections, results)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-idem-") as tmp:
             run = Runner(args, python, Path(tmp))
@@ -278,12 +286,29 @@ def main() -> int:
         if have_pg and not args.keep:
             for name in sorted(CREATED):
                 drop_pg_database(name)
-    results["elapsed_s"] = round(time.time() - started, 1)
-    out = Path(args.out or HERE / "results" / ("smoke" if args.smoke else ""))
+    results["elapsed_s"] = round(time.time() - started, 1) + results.get("elapsed_before_s", 0)
     report.write_all(results, out, python=python, chart=not args.smoke)
     print(report.terminal(results))
     log(f"wrote {out}/results.json, results.md{'' if args.smoke else ', latency.png'}")
     return 0
+
+
+def merge_base(old: dict[str, Any], sections: list[str], new: dict[str, Any]) -> dict[str, Any]:
+    """The previous results without the rows of the sections about to run."""
+    kept = {**old}
+    kept["elapsed_before_s"] = old.get("elapsed_s", 0)
+    kept["command"] = f"{old.get('command')}; then {new['command']}"
+    kept["pending"] = []
+    kept["profiles"] = {}
+    kept.pop("targets", None)
+    if "overhead" in sections:
+        kept["overhead"] = [r for r in old["overhead"] if r.get("lock") != "database"]
+    if "redis" in sections:
+        kept["overhead"] = [r for r in kept["overhead"] if r.get("lock") != "cache"]
+    for name in ("scale", "purge", "peers", "correctness"):
+        if name in sections:
+            kept[name] = []
+    return kept
 
 
 def profile_missed(run: Runner, have_pg: bool, results: dict[str, Any]) -> None:
