@@ -10,7 +10,7 @@ ARGS ?=
 # MySQL backend is skipped (and reported) instead of breaking the install.
 HAVE_MYSQL_LIB := $(shell pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null && echo yes)
 comma := ,
-EXTRAS := dev$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
+EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
 
 .PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix bench bench-smoke docs clean
 
@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 check-migrations: $(STAMP)
 	PYTHONPATH=. DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/django-admin makemigrations --check --dry-run
 
-test: lint typecheck test-only
+test: lint typecheck check-migrations test-only
 
 test-only: $(STAMP)
 	$(BIN)/python tests/run_backends.py $(ARGS)
@@ -56,6 +56,9 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/run.py --smoke
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -105,7 +105,10 @@ def main() -> int:
     print()
     for problem in problems:
         print(f"*** {problem}")
-    print(f"all backends: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
+    print(
+        f"all backends: {totals['passed']} passed, {totals['failed']} failed, "
+        f"{totals['skipped']} skipped"
+    )
     return 1 if problems else 0
 
 

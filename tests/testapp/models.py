@@ -8,3 +8,6 @@ class Payment(models.Model):
     amount = models.IntegerField()
     reference = models.CharField(max_length=100, blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+
+    def __str__(self) -> str:
+        return f"{self.amount} ({self.reference})"
