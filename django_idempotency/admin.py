@@ -120,8 +120,12 @@ def _shorten(text: str, length: int) -> str:
 
 
 def state_label(record: IdempotencyRecord, now: datetime | None = None) -> str:
-    if record.expires_at <= (now or timezone.now()):
+    now = now or timezone.now()
+    if record.expires_at <= now:
         return str(_("expired"))
+    if record.state == State.IN_PROGRESS and record.locked_until <= now:
+        # Its worker died or overran: the next retry takes the key over.
+        return str(_("in progress (lock expired)"))
     return str(record.get_state_display())
 
 

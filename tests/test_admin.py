@@ -61,19 +61,26 @@ def test_list_shows_records_newest_first_with_derived_state(admin_client):
     running = RecordFactory(
         key="k-running", state=State.IN_PROGRESS, response_status=None, completed_at=None
     )
+    stuck = RecordFactory(
+        key="k-stuck",
+        state=State.IN_PROGRESS,
+        locked_until=timezone.now() - dt.timedelta(minutes=1),
+        response_status=None,
+    )
     old = expired_record(key="k-expired")
 
     response = admin_client.get(reverse(CHANGELIST))
 
     assert response.status_code == 200
-    assert listed_keys(response) == ["k-expired", "k-running", "k-completed"]
+    assert listed_keys(response) == ["k-expired", "k-stuck", "k-running", "k-completed"]
     rows = {
         key: re.search(rf"<tr>(?:(?!</tr>).)*>{key}</a>.*?</tr>", response.text, re.S).group(0)
         for key in listed_keys(response)
     }
     assert "completed" in rows[done.key] and "user:7" in rows[done.key]
     assert "201" in rows[done.key] and "/function/" in rows[done.key]
-    assert "in progress" in rows[running.key]
+    assert ">in progress<" in rows[running.key]
+    assert ">in progress (lock expired)<" in rows[stuck.key]
     assert ">expired<" in rows[old.key]
 
 
