@@ -7,6 +7,7 @@ ordered by primary key, and response bodies loaded only on the detail page.
 
 from __future__ import annotations
 
+import codecs
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -155,11 +156,13 @@ def render_body(body: bytes | None, content_type: str) -> SafeString:
     if text is None and (
         media_type.startswith(_TEXT_TYPES) or media_type.endswith(("json", "xml"))
     ):
+        # Incremental, so a cut through the last multi-byte character is still
+        # text, while invalid bytes anywhere else mean binary.
+        decoder = codecs.getincrementaldecoder("utf-8")()
         try:
-            text = head.decode("utf-8")
+            text = decoder.decode(head, final=size <= BODY_DISPLAY_LIMIT)
         except UnicodeDecodeError:
-            # A cut through a multi-byte character is still text.
-            text = head.decode("utf-8", errors="replace") if size > BODY_DISPLAY_LIMIT else None
+            text = None
     if text is None:
         return format_html(
             "<em>{}</em>",
