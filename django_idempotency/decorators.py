@@ -42,7 +42,8 @@ def idempotent(func: F | None = None, /, **options: Any) -> F | Callable[[F], F]
 
     def decorate(handler: F) -> F:
         if isinstance(handler, type) or hasattr(handler, "cls"):
-            name = getattr(handler, "__name__", "view")
+            view_class = getattr(handler, "cls", None) or handler
+            name = getattr(view_class, "__name__", "view")
             raise TypeError(_ORDER_HINT.format(name=name))
         if not callable(handler):
             raise TypeError(f"@idempotent decorates a view function or method, not {handler!r}")

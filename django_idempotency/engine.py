@@ -8,7 +8,9 @@ to a caller the view itself would refuse.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
@@ -84,7 +86,7 @@ def handle(
     raw_key = request.headers.get(options.header)
     if raw_key is None:
         if options.required:
-            return _problem(KeyMissing(), None, options)
+            return _problem(KeyMissing(), request_id_of(request, options), options)
         return handler(request, *args, **kwargs)
     request_id = request_id_of(request, options)
     try:
@@ -127,7 +129,9 @@ def handle(
         if isinstance(fast, cache_lock.Acquired):
             redis_lock = fast.lock_value
 
-    stored: store.StoredResponse | None = None
+    cached: store.StoredResponse | None = None  # what Redis may replay
+    cache_ttl = options.ttl
+    claimed_at = time.monotonic()
     try:
         try:
             outcome = _claim(alias, new)
@@ -149,6 +153,12 @@ def handle(
         response, stored = _run(
             view, request, handler, args, kwargs, options, alias, outcome, request_id
         )
+        if stored is not None and outcome.fresh:
+            # Redis must forget the response when the record expires, and the
+            # record's clock started at the claim.
+            cache_ttl = options.ttl - timedelta(seconds=time.monotonic() - claimed_at)
+            if cache_ttl > timedelta(0):
+                cached = stored
         if stored is not None:
             signals.idempotency_stored.send(
                 sender, request=request, key=key, record_id=outcome.record_id
@@ -161,8 +171,8 @@ def handle(
                 new.lookup_hash,
                 redis_lock,
                 new.fingerprint,
-                stored,
-                options.ttl,
+                cached,
+                cache_ttl,
             )
 
 

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.http import HttpRequest
 from django.http.request import RawPostDataException
 from rest_framework.request import Request
 
@@ -46,23 +47,35 @@ def lookup_hash(scope: str, key: str, endpoint: str | None) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def _form_digest(django_request: HttpRequest) -> bytes:
+    """Hash parsed form fields and uploaded files by content.
+
+    Multipart bodies are hashed this way, never as raw bytes: every client
+    picks a new random boundary for each send, so a retry's bytes differ.
+    """
+    digest = hashlib.sha256()
+    for name, values in sorted(django_request.POST.lists()):
+        digest.update(repr((name, values)).encode())
+    for name, files in sorted(django_request.FILES.lists()):
+        for upload in files:
+            digest.update(repr((name, upload.name, upload.size)).encode())
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            upload.seek(0)
+    return digest.digest()
+
+
 def _body_digest(request: Request) -> bytes:
     django_request = request._request
+    if django_request.content_type == "multipart/form-data":
+        # DRF reuses request.POST/FILES once Django has parsed them.
+        return _form_digest(django_request)
     try:
         return hashlib.sha256(django_request.body).digest()
     except RawPostDataException:
-        # A multipart body was streamed into request.POST/FILES before we saw it
-        # (CSRF checks do that): hash what was parsed, files by content.
-        digest = hashlib.sha256()
-        for name, values in sorted(django_request.POST.lists()):
-            digest.update(repr((name, values)).encode())
-        for name, files in sorted(django_request.FILES.lists()):
-            for upload in files:
-                digest.update(repr((name, upload.name, upload.size)).encode())
-                for chunk in upload.chunks():
-                    digest.update(chunk)
-                upload.seek(0)
-        return digest.digest()
+        # The body stream was consumed before we saw it (a CSRF check reads
+        # request.POST): what was parsed is all there is to compare.
+        return _form_digest(django_request)
 
 
 def default_fingerprint(request: Request) -> bytes:

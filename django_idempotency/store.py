@@ -47,6 +47,9 @@ class Claim:
 
     record_id: int
     token: str
+    #: False for a takeover of an abandoned claim, whose expiry was set by the
+    #: first request: callers cannot derive it from their own start time.
+    fresh: bool = True
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         won = cursor.rowcount == 1
-    return Claim(existing.record_id, token) if won else None
+    return Claim(existing.record_id, token, fresh=existing.expired) if won else None
 
 
 def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:

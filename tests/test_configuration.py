@@ -138,6 +138,7 @@ def test_idempotent_above_api_view_is_a_type_error_showing_the_right_order():
 
     message = str(exc.value)
     assert "below @api_view" in message
+    assert "def create_letter(request)" in message
     assert message.index("@api_view([") < message.index("@idempotent(")
 
 

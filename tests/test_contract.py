@@ -124,6 +124,7 @@ def test_rule2_required_key_missing_is_400(client, url, required):
     response = post(client, url)
 
     assert_problem(response, 400, "idempotency_key_missing")
+    assert response["X-Request-Id"]
     assert Payment.objects.count() == 0
     assert IdempotencyRecord.objects.count() == 0
 

@@ -1,0 +1,68 @@
+"""The default fingerprint compares what the client meant to send, not how
+its HTTP library happened to encode it."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from tests.testapp.models import Payment
+
+pytestmark = pytest.mark.django_db
+
+
+def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
+    lines = [
+        f"--{boundary}",
+        'Content-Disposition: form-data; name="amount"',
+        "",
+        amount,
+        f"--{boundary}",
+        'Content-Disposition: form-data; name="receipt"; filename="r.txt"',
+        "Content-Type: text/plain",
+        "",
+        file_content.decode(),
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
+def send(client, boundary, amount="3", file_content=b"receipt"):
+    return client.generic(
+        "POST",
+        "/function/",
+        multipart(boundary, amount, file_content),
+        content_type=f"multipart/form-data; boundary={boundary}",
+        HTTP_IDEMPOTENCY_KEY="upload-1",
+    )
+
+
+def test_multipart_retry_with_a_new_boundary_is_the_same_request():
+    client = APIClient()
+    first = send(client, "boundaryAAA")
+    retry = send(client, "boundaryBBB")
+    assert first.status_code == 201
+    assert retry.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "file_content"), [("4", b"receipt"), ("3", b"another receipt")]
+)
+def test_multipart_with_other_fields_or_file_content_is_a_reuse(amount, file_content):
+    client = APIClient()
+    assert send(client, "boundaryAAA").status_code == 201
+    reuse = send(client, "boundaryBBB", amount=amount, file_content=file_content)
+    assert reuse.status_code == 422
+    assert Payment.objects.count() == 1
+
+
+def test_test_client_uploads_are_fingerprinted_by_content():
+    client = APIClient()
+    upload = SimpleUploadedFile("r.txt", b"receipt")
+    first = client.post("/function/", {"amount": 3, "receipt": upload}, HTTP_IDEMPOTENCY_KEY="u2")
+    upload = SimpleUploadedFile("r.txt", b"receipt")
+    retry = client.post("/function/", {"amount": 3, "receipt": upload}, HTTP_IDEMPOTENCY_KEY="u2")
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
