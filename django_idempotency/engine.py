@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
+from django.dispatch import Signal
 from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -160,8 +161,12 @@ def handle(
             if cache_ttl > timedelta(0):
                 cached = stored
         if stored is not None:
-            signals.idempotency_stored.send(
-                sender, request=request, key=key, record_id=outcome.record_id
+            _notify(
+                signals.idempotency_stored,
+                sender,
+                request=request,
+                key=key,
+                record_id=outcome.record_id,
             )
         return response
     finally:
@@ -189,12 +194,12 @@ def _answer(
     """Answer a request whose key is already taken: mismatch, replay or in progress."""
     signal_kwargs = {"request": request, "key": key, "record_id": record_id}
     if not same_request:
-        signals.idempotency_conflict.send(sender, **signal_kwargs)
+        _notify(signals.idempotency_conflict, sender, **signal_kwargs)
         return _problem(KeyReused(status=options.mismatch_status), request_id, options)
     if stored is None:
-        signals.idempotency_in_progress.send(sender, **signal_kwargs)
+        _notify(signals.idempotency_in_progress, sender, **signal_kwargs)
         return _problem(RequestInProgress(), request_id, options)
-    signals.idempotency_replayed.send(sender, **signal_kwargs)
+    _notify(signals.idempotency_replayed, sender, **signal_kwargs)
     logger.debug("Replaying idempotency key (record %s)", record_id)
     response = replay(stored, options)
     if options.request_id_header:
@@ -362,6 +367,14 @@ def _release_quietly(alias: str, claim: store.Claim) -> None:
             "Could not release idempotency record %s; it is freed after lock_timeout",
             claim.record_id,
         )
+
+
+def _notify(signal: Signal, sender: type[APIView], **kwargs: Any) -> None:
+    """Send a metrics signal; a failing receiver must not turn a stored
+    payment or a replay into a 500."""
+    for receiver, result in signal.send_robust(sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("Idempotency signal receiver %r raised", receiver, exc_info=result)
 
 
 def _problem(error: IdempotencyError, request_id: str | None, options: Options) -> HttpResponseBase:

@@ -1,0 +1,35 @@
+"""A broken metrics receiver must not break the API it measures."""
+
+import logging
+
+import pytest
+from rest_framework.test import APIClient
+
+from django_idempotency.signals import idempotency_replayed, idempotency_stored
+from tests.testapp.models import Payment
+
+pytestmark = pytest.mark.django_db
+
+
+def broken_receiver(**kwargs):
+    raise ValueError("statsd is down")
+
+
+@pytest.fixture
+def broken():
+    idempotency_stored.connect(broken_receiver)
+    idempotency_replayed.connect(broken_receiver)
+    yield
+    idempotency_stored.disconnect(broken_receiver)
+    idempotency_replayed.disconnect(broken_receiver)
+
+
+def test_failing_receiver_is_logged_and_the_request_still_succeeds(broken, caplog):
+    client = APIClient()
+    with caplog.at_level(logging.ERROR, logger="django_idempotency"):
+        first = client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="s1")
+        replay = client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="s1")
+    assert first.status_code == 201
+    assert replay["Idempotent-Replayed"] == "true"
+    assert Payment.objects.count() == 1
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [ValueError, ValueError]
