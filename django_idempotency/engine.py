@@ -370,11 +370,9 @@ def _release_quietly(alias: str, claim: store.Claim) -> None:
 
 
 def _notify(signal: Signal, sender: type[APIView], **kwargs: Any) -> None:
-    """Send a metrics signal; a failing receiver must not turn a stored
-    payment or a replay into a 500."""
-    for receiver, result in signal.send_robust(sender, **kwargs):
-        if isinstance(result, Exception):
-            logger.error("Idempotency signal receiver %r raised", receiver, exc_info=result)
+    """A failing metrics receiver must not turn a stored payment or a replay
+    into a 500; Django logs its exception on the "django.dispatch" logger."""
+    signal.send_robust(sender, **kwargs)
 
 
 def _problem(error: IdempotencyError, request_id: str | None, options: Options) -> HttpResponseBase:
