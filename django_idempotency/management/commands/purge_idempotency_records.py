@@ -23,11 +23,16 @@ class Command(BaseCommand):
         "abandoned long ago, in small batches; safe to run while traffic flows."
     )
 
+    # Under cron every few minutes, a system check warning of the project
+    # (printed to stderr) would mail someone each run; the purge needs none.
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--batch-size",
             type=int,
             default=DEFAULT_BATCH_SIZE,
+            metavar="N",
             help=f"Rows deleted per transaction (default {DEFAULT_BATCH_SIZE}).",
         )
         parser.add_argument(
@@ -38,11 +43,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--older-than",
             default="0s",
+            metavar="AGE",
             help="Extra margin past expiry before a record is deleted, e.g. 7d, 12h, 30m.",
         )
         parser.add_argument(
             "--database",
             default=None,
+            metavar="ALIAS",
             help='Database alias holding the records (default: IDEMPOTENCY["DATABASE"]).',
         )
 
