@@ -18,11 +18,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db import connections
 from django.db.models import QuerySet
-from django.utils.dateparse import parse_datetime
+from django.db.models.expressions import RawSQL
 
 from . import conf
 from .models import IdempotencyRecord, State
@@ -67,24 +67,22 @@ def parse_age(text: str) -> timedelta:
     return total
 
 
-def database_now(alias: str) -> datetime:
-    """The database's clock: a cron host whose clock runs ahead must not delete
-    records that the servers answering requests still consider alive."""
-    connection = connections[alias]
-    with connection.cursor() as cursor:
-        # Always with a parameter list, so the SQLite wrapper turns %% into %.
-        cursor.execute(f"SELECT {_Dialect(connection).now}", [])
-        row = cursor.fetchone()
-    assert row is not None
-    value = row[0]
-    if isinstance(value, str):  # SQLite returns text
-        parsed = parse_datetime(value)
-        assert parsed is not None
-        value = parsed
-    assert isinstance(value, datetime)
-    if value.tzinfo is None:  # MySQL's UTC_TIMESTAMP() and SQLite are naive UTC
-        value = value.replace(tzinfo=UTC)
-    return value
+def _database_time_ago(alias: str, age: timedelta) -> RawSQL:
+    """SQL for "the database's clock minus ``age``".
+
+    The database's clock, as on the request path: a cron host whose clock runs
+    ahead must not delete records that the application servers still replay.
+    Computed in SQL, so the comparison holds whatever ``USE_TZ`` and the
+    connection's time zone are.
+    """
+    d = _Dialect(connections[alias])
+    if d.vendor == "postgresql":
+        return RawSQL(f"{d.now} - %s * interval '1 second'", [age.total_seconds()])
+    if d.vendor == "mysql":
+        return RawSQL(f"{d.now} - INTERVAL %s MICROSECOND", [age // timedelta(microseconds=1)])
+    return RawSQL(
+        "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)", [f"-{age.total_seconds()} seconds"]
+    )
 
 
 def delete_in_batches(
@@ -152,13 +150,12 @@ def purge(
         raise ValueError("batch_size must be at least 1")
     alias = database or conf.get_settings().database
     started = time.monotonic()
-    now = database_now(alias)
     records = IdempotencyRecord.objects.using(alias)
-    expired_cutoff = now - older_than
+    expired_cutoff = _database_time_ago(alias, older_than)
     expired = records.filter(expires_at__lt=expired_cutoff)
     abandoned = records.filter(
         state=State.IN_PROGRESS,
-        locked_until__lt=now - max(ABANDONED_MARGIN, older_than),
+        locked_until__lt=_database_time_ago(alias, max(ABANDONED_MARGIN, older_than)),
     )
     if dry_run:
         # Excluding the expired ones so no record is counted twice.

@@ -404,3 +404,17 @@ def test_command_from_the_shell_exits_zero_and_is_silent_with_v0(tmp_path):
 
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     assert IdempotencyRecord.objects.count() == 1
+
+
+def test_works_without_use_tz(settings):
+    # The engine writes the database's UTC clock whatever USE_TZ says.
+    old = expired(2)
+    keep = live(1)
+    settings.USE_TZ = False
+
+    result = purge(older_than=dt.timedelta(minutes=1))
+
+    assert result.expired == 2
+    settings.USE_TZ = True
+    assert remaining_ids() == {keep[0].pk}
+    assert old[0].pk not in remaining_ids()
