@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
@@ -26,7 +26,7 @@ from django.utils.translation import ngettext
 
 from . import conf
 from .models import IdempotencyRecord, State
-from .purge import delete_in_batches
+from .purge import database_time_ago, delete_in_batches
 
 #: Bodies longer than this are cut on the detail page (and not parsed as JSON).
 BODY_DISPLAY_LIMIT = 64 * 1024
@@ -71,7 +71,8 @@ class StateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        now = timezone.now()
+        # The database's clock, the one that decides expiry on the request path.
+        now = database_time_ago(queryset.db, timedelta())
         if value == EXPIRED:
             return queryset.filter(expires_at__lte=now)
         if value in (State.IN_PROGRESS, State.COMPLETED):
@@ -316,7 +317,8 @@ class IdempotencyRecordAdmin(_ModelAdmin):
         description=_("Delete expired records among the selected"), permissions=["delete"]
     )
     def delete_expired(self, request: HttpRequest, queryset: QuerySet[IdempotencyRecord]) -> None:
-        deleted, _batches = delete_in_batches(queryset.filter(expires_at__lte=timezone.now()))
+        now = database_time_ago(queryset.db, timedelta())
+        deleted, _batches = delete_in_batches(queryset.filter(expires_at__lte=now))
         self.message_user(
             request,
             ngettext(

@@ -67,7 +67,7 @@ def parse_age(text: str) -> timedelta:
     return total
 
 
-def _database_time_ago(alias: str, age: timedelta) -> RawSQL:
+def database_time_ago(alias: str, age: timedelta) -> RawSQL:
     """SQL for "the database's clock minus ``age``".
 
     The database's clock, as on the request path: a cron host whose clock runs
@@ -151,11 +151,11 @@ def purge(
     alias = database or conf.get_settings().database
     started = time.monotonic()
     records = IdempotencyRecord.objects.using(alias)
-    expired_cutoff = _database_time_ago(alias, older_than)
+    expired_cutoff = database_time_ago(alias, older_than)
     expired = records.filter(expires_at__lt=expired_cutoff)
     abandoned = records.filter(
         state=State.IN_PROGRESS,
-        locked_until__lt=_database_time_ago(alias, max(ABANDONED_MARGIN, older_than)),
+        locked_until__lt=database_time_ago(alias, max(ABANDONED_MARGIN, older_than)),
     )
     if dry_run:
         # Excluding the expired ones so no record is counted twice.
