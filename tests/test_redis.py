@@ -49,9 +49,10 @@ def _settings(location: str, prefix: str):
 @pytest.fixture
 def redis_lock():
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    with _settings(REDIS_URL, prefix):
-        yield redis.Redis.from_url(REDIS_URL)
     client = redis.Redis.from_url(REDIS_URL)
+    client.prefix = prefix  # other test runs share this Redis: look at our keys only
+    with _settings(REDIS_URL, prefix):
+        yield client
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
 
@@ -69,7 +70,7 @@ def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock
     client = APIClient()
     first = post(client, "redis-1")
     assert first.status_code == 201
-    assert any(b"idempotency:response:" in k for k in redis_lock.scan_iter("*"))
+    assert any(b"idempotency:response:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"))
 
     with CaptureQueriesContext(connection) as replay_queries:
         replay = post(client, "redis-1")
@@ -110,7 +111,8 @@ def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
 def test_database_still_decides_when_redis_lost_its_data(redis_lock):
     client = APIClient()
     first = post(client, "redis-lost")
-    redis_lock.flushdb()  # a Redis restart without persistence
+    for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):  # a Redis restart, in effect
+        redis_lock.delete(k)
     replay = post(client, "redis-lost")
     assert replay.status_code == 201
     assert replay.headers["Idempotent-Replayed"] == "true"
@@ -126,7 +128,7 @@ def test_exception_in_view_releases_both_locks(redis_lock):
             "/function/?fail=raise", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
         )
     assert not IdempotencyRecord.objects.filter(key="redis-exc").exists()
-    assert not any(b"idempotency:lock:" in k for k in redis_lock.scan_iter("*"))
+    assert not any(b"idempotency:lock:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"))
     retry = client.post(
         "/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
     )
