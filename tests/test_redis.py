@@ -70,7 +70,9 @@ def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock
     client = APIClient()
     first = post(client, "redis-1")
     assert first.status_code == 201
-    assert any(b"idempotency:response:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"))
+    assert any(
+        b"idempotency:response:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*")
+    )
 
     with CaptureQueriesContext(connection) as replay_queries:
         replay = post(client, "redis-1")
@@ -128,7 +130,9 @@ def test_exception_in_view_releases_both_locks(redis_lock):
             "/function/?fail=raise", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
         )
     assert not IdempotencyRecord.objects.filter(key="redis-exc").exists()
-    assert not any(b"idempotency:lock:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"))
+    assert not any(
+        b"idempotency:lock:" in k for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*")
+    )
     retry = client.post(
         "/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
     )
