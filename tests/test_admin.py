@@ -370,3 +370,29 @@ def test_delete_selected_action_follows_the_delete_permission(admin_client):
 
     assert response.status_code == 302
     assert IdempotencyRecord.objects.count() == 0
+
+
+@pytest.mark.django_db(databases=["default", "records"])
+def test_admin_reads_and_deletes_on_the_records_alias(admin_client, settings):
+    settings.IDEMPOTENCY = {"DATABASE": "records"}
+    RecordFactory._meta.database = "records"
+    try:
+        there = RecordFactory(key="on-records")
+        gone = expired_record(key="expired-on-records")
+    finally:
+        RecordFactory._meta.database = "default"
+    RecordFactory(key="on-default")
+
+    listing = admin_client.get(reverse(CHANGELIST))
+    assert listed_keys(listing) == ["expired-on-records", "on-records"]
+    assert admin_client.get(url("change", there.pk)).status_code == 200
+    admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "delete_expired", "_selected_action": [there.pk, gone.pk]},
+    )
+    assert list(IdempotencyRecord.objects.using("records").values_list("key", flat=True)) == [
+        "on-records"
+    ]
+    admin_client.post(url("delete", there.pk), {"post": "yes"})
+    assert not IdempotencyRecord.objects.using("records").exists()
+    assert IdempotencyRecord.objects.using("default").filter(key="on-default").exists()

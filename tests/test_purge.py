@@ -418,3 +418,22 @@ def test_works_without_use_tz(settings):
     settings.USE_TZ = True
     assert remaining_ids() == {keep[0].pk}
     assert old[0].pk not in remaining_ids()
+
+
+@pytest.mark.django_db(databases=["default", "records"])
+def test_purges_the_records_alias_from_the_setting(settings):
+    settings.IDEMPOTENCY = {"DATABASE": "records"}
+    RecordFactory._meta.database = "records"
+    try:
+        expired(2)
+    finally:
+        RecordFactory._meta.database = "default"
+    on_default = expired(1)
+
+    assert purge().expired == 2
+    assert not IdempotencyRecord.objects.using("records").exists()
+    assert IdempotencyRecord.objects.using("default").get().pk == on_default[0].pk
+
+    out, _ = run_command("--database", "default")
+    assert "Deleted 1 " in out
+    assert not IdempotencyRecord.objects.using("default").exists()
