@@ -16,7 +16,9 @@ from asgiref.local import Local
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-_side = Local()
+# Thread-critical like Django's own connections: under ASGI each request runs
+# in a new context, and a context-local connection would be opened per request.
+_side = Local(thread_critical=True)
 
 
 def in_caller_transaction(connection: BaseDatabaseWrapper) -> bool:

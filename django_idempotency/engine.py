@@ -130,9 +130,34 @@ def handle(
         if isinstance(fast, cache_lock.Acquired):
             redis_lock = fast.lock_value
 
-    cached: store.StoredResponse | None = None  # what Redis may replay
-    cache_ttl = options.ttl
     claimed_at = time.monotonic()
+    handed_over = False  # once _run returns, it has seen to the Redis lock
+
+    def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
+        """Runs once the record's outcome is committed, never before: Redis
+        must not replay what a rolled-back transaction never stored."""
+        if stored is not None:
+            _notify(
+                signals.idempotency_stored,
+                sender,
+                request=request,
+                key=key,
+                record_id=claim.record_id,
+            )
+        if redis_lock is not None:
+            # Redis forgets the response when the record expires; the record's
+            # clock started at the claim (a takeover keeps the first one's).
+            ttl_left = options.ttl - timedelta(seconds=time.monotonic() - claimed_at)
+            cacheable = stored is not None and claim.fresh and ttl_left > timedelta(0)
+            cache_lock.finish(
+                app_settings.cache_alias,
+                new.lookup_hash,
+                redis_lock,
+                new.fingerprint,
+                stored if cacheable else None,
+                ttl_left,
+            )
+
     try:
         try:
             outcome = _claim(alias, new)
@@ -151,33 +176,29 @@ def handle(
                 request_id,
                 options,
             )
-        response, stored = _run(
-            view, request, handler, args, kwargs, options, alias, outcome, request_id
+        response = _run(
+            view,
+            request,
+            handler,
+            args,
+            kwargs,
+            options,
+            alias,
+            outcome,
+            request_id,
+            after_commit,
         )
-        if stored is not None and outcome.fresh:
-            # Redis must forget the response when the record expires, and the
-            # record's clock started at the claim.
-            cache_ttl = options.ttl - timedelta(seconds=time.monotonic() - claimed_at)
-            if cache_ttl > timedelta(0):
-                cached = stored
-        if stored is not None:
-            _notify(
-                signals.idempotency_stored,
-                sender,
-                request=request,
-                key=key,
-                record_id=outcome.record_id,
-            )
+        handed_over = True
         return response
     finally:
-        if redis_lock is not None:
+        if redis_lock is not None and not handed_over:
             cache_lock.finish(
                 app_settings.cache_alias,
                 new.lookup_hash,
                 redis_lock,
                 new.fingerprint,
-                cached,
-                cache_ttl,
+                None,
+                options.ttl,
             )
 
 
@@ -216,7 +237,10 @@ def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
             continue
         if isinstance(found, store.Claim):
             return found
-        if found.expired or (found.same_request and found.state != "completed" and found.abandoned):
+        live = found.state != "completed" and not found.abandoned
+        if (found.expired and not live) or (
+            found.same_request and found.state != "completed" and found.abandoned
+        ):
             taken = store.take_over(connection, new, found)
             if taken is not None:
                 if not found.expired:
@@ -241,9 +265,41 @@ def _run(
     alias: str,
     claim: store.Claim,
     request_id: str,
-) -> tuple[HttpResponseBase, store.StoredResponse | None]:
-    """Run the view under our claim; return its response and what was stored."""
+    after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
+) -> HttpResponseBase:
+    """Run the view under our claim, finish the record, and see that
+    ``after_commit`` runs once what was stored is committed."""
     connection = connections[alias]
+    in_caller = in_caller_transaction(connection)
+    # PostgreSQL at REPEATABLE READ or SERIALIZABLE: the caller's transaction
+    # took its snapshot before our claim was committed on the side connection,
+    # so it cannot see (nor complete) the record. Finish it after the caller
+    # commits; if the caller rolls back, the claim expires after lock_timeout.
+    defer = in_caller and store.snapshot_isolation(connection)
+
+    def done(stored: store.StoredResponse | None) -> None:
+        if in_caller:
+            transaction.on_commit(lambda: after_commit(claim, stored), using=alias)
+        else:
+            after_commit(claim, stored)
+
+    def finish_deferred(response: HttpResponseBase) -> None:
+        def complete() -> None:
+            try:
+                stored = _finish(connections[alias], claim, response, request_id, options)
+            except _Fenced:
+                _log_fenced(claim)
+                stored = None
+            except Exception:
+                logger.exception(
+                    "Could not store idempotency record %s after commit; its key stays "
+                    "locked until lock_timeout",
+                    claim.record_id,
+                )
+                stored = None
+            after_commit(claim, stored)
+
+        transaction.on_commit(complete, using=alias)
 
     def run_view() -> HttpResponseBase:
         response = handler(request, *args, **kwargs)
@@ -255,14 +311,18 @@ def _run(
             with transaction.atomic(using=alias):
                 response = run_view()
                 finished = True
-                # Inside the transaction: the record and the view's writes commit
-                # together. Done last, so duplicates never wait on this row lock
-                # for longer than the commit.
-                stored = _finish(connection, claim, response, request_id, options)
+                if defer:
+                    finish_deferred(response)
+                else:
+                    # Inside the transaction: the record and the view's writes
+                    # commit together. Done last, so duplicates never wait on
+                    # this row lock for longer than the commit.
+                    stored = _finish(connection, claim, response, request_id, options)
         except _Fenced:
             # Another request took the claim over and runs the view: ours was
             # rolled back, so the operation still happens exactly once.
-            return _problem(RequestInProgress(), request_id, options), None
+            after_commit(claim, None)
+            return _problem(RequestInProgress(), request_id, options)
         except DatabaseError:
             if not finished:
                 _release_quietly(alias, claim)
@@ -272,10 +332,13 @@ def _run(
             # release below never deletes).
             logger.exception("Could not store idempotency record %s", claim.record_id)
             _release_quietly(alias, claim)
-            return _problem(Unavailable(), request_id, options), None
+            after_commit(claim, None)
+            return _problem(Unavailable(), request_id, options)
         except BaseException:
             _release_quietly(alias, claim)
             raise
+        if not defer:
+            done(stored)
     else:
         try:
             response = run_view()
@@ -284,32 +347,41 @@ def _run(
             # timeout): the operation did not complete, so a retry may run it.
             _release_quietly(alias, claim)
             raise
-        try:
-            if in_caller_transaction(connection):
-                # A savepoint, so a failure here cannot abort the caller's transaction.
-                with transaction.atomic(using=alias):
+        if defer:
+            finish_deferred(response)
+        else:
+            try:
+                if in_caller:
+                    # A savepoint: a failure here must not abort the caller's transaction.
+                    with transaction.atomic(using=alias):
+                        stored = _finish(connection, claim, response, request_id, options)
+                else:
                     stored = _finish(connection, claim, response, request_id, options)
-            else:
-                stored = _finish(connection, claim, response, request_id, options)
-        except _Fenced:
-            logger.warning(
-                "Idempotency record %s was taken over while its view ran (longer than "
-                "lock_timeout); the response was not stored",
-                claim.record_id,
-            )
-            stored = None
-        except DatabaseError:
-            # The view's effects are committed: keep the claim, so no retry runs
-            # it again before lock_timeout. Answer with the real result.
-            logger.exception(
-                "Could not store idempotency record %s; its key stays locked until lock_timeout",
-                claim.record_id,
-            )
-            stored = None
+            except _Fenced:
+                _log_fenced(claim)
+                stored = None
+            except Exception:
+                # The view's effects are committed: keep the claim, so no retry
+                # runs it again before lock_timeout. Answer with the real result.
+                logger.exception(
+                    "Could not store idempotency record %s; its key stays locked until "
+                    "lock_timeout",
+                    claim.record_id,
+                )
+                stored = None
+            done(stored)
 
     if options.request_id_header:
         response[options.request_id_header] = request_id
-    return response, stored
+    return response
+
+
+def _log_fenced(claim: store.Claim) -> None:
+    logger.warning(
+        "Idempotency record %s was taken over while its view ran (longer than "
+        "lock_timeout); the response was not stored",
+        claim.record_id,
+    )
 
 
 def _rendered(
@@ -327,7 +399,8 @@ def _rendered(
     """
     if isinstance(response, Response):
         response = view.finalize_response(request, response, *args, **kwargs)
-        response.render()
+    if not getattr(response, "is_rendered", True):
+        response.render()  # type: ignore[attr-defined]  # any TemplateResponse
     return response
 
 

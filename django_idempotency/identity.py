@@ -4,11 +4,15 @@ and request id. Request bodies are hashed here and never stored."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.uploadedfile import UploadedFile
 from django.http.request import RawPostDataException
 from rest_framework.request import Request
 
@@ -19,11 +23,27 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 def default_scope(request: Request) -> str:
-    """The authenticated user (as resolved by DRF), else one anonymous scope."""
+    """The authenticated user (as resolved by DRF); else the credential itself
+    (API-key and client-credential schemes authenticate without a user); else
+    one anonymous scope."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"user:{user.pk}"
-    return ANONYMOUS_SCOPE
+    auth = getattr(request, "auth", None)
+    if auth is None:
+        return ANONYMOUS_SCOPE
+    pk = getattr(auth, "pk", None)
+    if pk is not None:
+        return f"auth:{type(auth).__name__}:{pk}"
+    if isinstance(auth, str | bytes):
+        raw = auth.encode() if isinstance(auth, str) else auth
+        return f"auth:{hashlib.sha256(raw).hexdigest()}"
+    # Guessing here could put two clients in one key space: fail closed.
+    raise ImproperlyConfigured(
+        f"django_idempotency cannot tell whose key this is: request.user is anonymous and "
+        f"request.auth is a {type(auth).__name__}. Set the 'scope' option to a callable "
+        "that returns the client's identity."
+    )
 
 
 def scope_of(request: Request, options: Options) -> str:
@@ -47,16 +67,22 @@ def lookup_hash(scope: str, key: str, endpoint: str | None) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _form_digest(django_request: HttpRequest) -> bytes:
-    """Hash parsed form fields and uploaded files by content.
+def _parsed_digest(request: Request) -> bytes:
+    """Hash what DRF parsed: fields canonically, uploaded files by content.
 
-    Multipart bodies are hashed this way, never as raw bytes: every client
-    picks a new random boundary for each send, so a retry's bytes differ.
+    Used where the raw bytes are no proof of sameness (multipart: every send
+    has a new random boundary), cannot be read any more (the stream was
+    consumed before the view, e.g. by a CSRF check or a permission reading
+    ``request.data``), or must not be buffered (larger than
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``; DRF streams those to files).
     """
     digest = hashlib.sha256()
-    for name, values in sorted(django_request.POST.lists()):
-        digest.update(repr((name, values)).encode())
-    for name, files in sorted(django_request.FILES.lists()):
+    data = request.data
+    fields: Any = sorted(data.lists()) if hasattr(data, "lists") else data
+    digest.update(json.dumps(fields, sort_keys=True, default=_file_label).encode())
+    uploads = request.FILES  # a MultiValueDict, or a dict from FileUploadParser
+    lists = uploads.lists() if hasattr(uploads, "lists") else ((k, [v]) for k, v in uploads.items())
+    for name, files in sorted(lists):
         for upload in files:
             digest.update(repr((name, upload.name, upload.size)).encode())
             for chunk in upload.chunks():
@@ -65,17 +91,24 @@ def _form_digest(django_request: HttpRequest) -> bytes:
     return digest.digest()
 
 
+def _file_label(value: Any) -> str:
+    if isinstance(value, UploadedFile):
+        return f"file:{value.name}:{value.size}"  # contents are hashed separately
+    return str(value)
+
+
 def _body_digest(request: Request) -> bytes:
     django_request = request._request
-    if django_request.content_type == "multipart/form-data":
-        # DRF reuses request.POST/FILES once Django has parsed them.
-        return _form_digest(django_request)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    length = int(django_request.META.get("CONTENT_LENGTH") or 0)
+    if (django_request.content_type or "").startswith("multipart/") or (
+        limit is not None and length > limit
+    ):
+        return _parsed_digest(request)
     try:
         return hashlib.sha256(django_request.body).digest()
     except RawPostDataException:
-        # The body stream was consumed before we saw it (a CSRF check reads
-        # request.POST): what was parsed is all there is to compare.
-        return _form_digest(django_request)
+        return _parsed_digest(request)
 
 
 def default_fingerprint(request: Request) -> bytes:

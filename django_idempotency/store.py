@@ -165,6 +165,21 @@ def _existing(row: Sequence[Any]) -> Existing:
     )
 
 
+def snapshot_isolation(connection: BaseDatabaseWrapper) -> bool:
+    """True for PostgreSQL at REPEATABLE READ or SERIALIZABLE, where a
+    transaction does not see rows committed after its first statement.
+
+    (MySQL/MariaDB UPDATEs read the latest committed row at any level.)
+    """
+    if connection.vendor != "postgresql":
+        return False
+    level = getattr(connection, "isolation_level", None)
+    name = getattr(level, "name", None)  # psycopg 3: IsolationLevel enum
+    if name is not None:
+        return name in ("REPEATABLE_READ", "SERIALIZABLE")
+    return level in (2, 3)  # psycopg2's ISOLATION_LEVEL_REPEATABLE_READ / _SERIALIZABLE
+
+
 def new_token() -> str:
     return secrets.token_hex(16)
 
@@ -243,7 +258,9 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     if existing.expired:
         ttl_sql, ttl_param = d.later(new.ttl)
         renew = f", created_at = {d.now}, expires_at = {ttl_sql}"
-        condition = f"expires_at <= {d.now}"
+        # An expired record that a live request still works on (a takeover
+        # near the end of ttl) is not free yet.
+        condition = f"expires_at <= {d.now} AND (state = %s OR locked_until <= {d.now})"
         params.append(ttl_param)
     else:
         renew = ""
@@ -256,8 +273,7 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
         f"WHERE id = %s AND token = %s AND {condition}"
     )
     params += [existing.record_id, existing.token]
-    if not existing.expired:
-        params.append(State.IN_PROGRESS.value)
+    params.append(State.COMPLETED.value if existing.expired else State.IN_PROGRESS.value)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         won = cursor.rowcount == 1
