@@ -215,9 +215,11 @@ def _answer(
     """Answer a request whose key is already taken: mismatch, replay or in progress."""
     signal_kwargs = {"request": request, "key": key, "record_id": record_id}
     if not same_request:
+        logger.info("Idempotency key reused with another request (record %s)", record_id)
         _notify(signals.idempotency_conflict, sender, **signal_kwargs)
         return _problem(KeyReused(status=options.mismatch_status), request_id, options)
     if stored is None:
+        logger.debug("Idempotency key still in progress (record %s)", record_id)
         _notify(signals.idempotency_in_progress, sender, **signal_kwargs)
         return _problem(RequestInProgress(), request_id, options)
     _notify(signals.idempotency_replayed, sender, **signal_kwargs)
@@ -414,8 +416,12 @@ def _finish(
     """Store the response or, if it must not be stored, release the key."""
     reason = unstorable_reason(response, options)
     if reason is not None:
-        if reason != "server error":
+        # Oversized answers surprise (a retry runs the view again); streaming
+        # ones are expected, and 5xx are logged by Django already.
+        if reason == "response larger than max_response_bytes":
             logger.warning("Idempotency record %s not stored: %s", claim.record_id, reason)
+        elif reason == "streaming response":
+            logger.info("Idempotency record %s not stored: %s", claim.record_id, reason)
         store.release(connection, claim)
         return None
     stored = store.StoredResponse(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from . import conf
@@ -152,7 +152,13 @@ def purge(
     started = time.monotonic()
     records = IdempotencyRecord.objects.using(alias)
     expired_cutoff = database_time_ago(alias, older_than)
-    expired = records.filter(expires_at__lt=expired_cutoff)
+    now = database_time_ago(alias, timedelta())
+    # An expired record that a request still works on (a takeover of an
+    # abandoned claim near the end of ttl) stays until its claim ends: deleting
+    # it would let a duplicate start a second live execution.
+    expired = records.filter(expires_at__lt=expired_cutoff).filter(
+        Q(state=State.COMPLETED) | Q(locked_until__lte=now)
+    )
     abandoned = records.filter(
         state=State.IN_PROGRESS,
         locked_until__lt=database_time_ago(alias, max(ABANDONED_MARGIN, older_than)),

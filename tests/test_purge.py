@@ -437,3 +437,26 @@ def test_purges_the_records_alias_from_the_setting(settings):
     out, _ = run_command("--database", "default")
     assert "Deleted 1 " in out
     assert not IdempotencyRecord.objects.using("default").exists()
+
+
+def test_an_expired_record_whose_claim_is_still_live_is_kept():
+    # A takeover of an abandoned claim near the end of ttl: expired by
+    # expires_at, but a worker runs its view right now.
+    now = timezone.now()
+    running = RecordFactory(
+        state=State.IN_PROGRESS,
+        created_at=now - dt.timedelta(hours=24, minutes=1),
+        expires_at=now - dt.timedelta(minutes=1),
+        locked_until=now + dt.timedelta(seconds=50),
+        completed_at=None,
+        response_status=None,
+        response_headers="",
+        response_body=None,
+    )
+    old = expired(1)
+
+    result = purge()
+
+    assert result.expired == 1
+    assert remaining_ids() == {running.pk}
+    assert old[0].pk not in remaining_ids()
