@@ -2,6 +2,7 @@ import datetime as dt
 import json
 import re
 
+import django
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -74,7 +75,9 @@ def test_list_shows_records_newest_first_with_derived_state(admin_client):
     assert response.status_code == 200
     assert listed_keys(response) == ["k-expired", "k-stuck", "k-running", "k-completed"]
     rows = {
-        key: re.search(rf"<tr>(?:(?!</tr>).)*>{key}</a>.*?</tr>", response.text, re.S).group(0)
+        key: re.search(
+            rf"<tr>(?:(?!</tr>).)*>{key}</a>.*?</tr>", response.content.decode(), re.S
+        ).group(0)
         for key in listed_keys(response)
     }
     assert "completed" in rows[done.key] and "user:7" in rows[done.key]
@@ -89,12 +92,13 @@ def test_long_values_are_shortened_in_the_list(admin_client):
     key = "k" * 200
     RecordFactory(key=key, scope=scope)
 
-    html = admin_client.get(reverse(CHANGELIST)).text
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
 
     assert f">{key[:39]}…</a>" in html
     assert f">{scope[:23]}…</td>" in html
 
 
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="admin facets came with Django 5.0")
 def test_list_offers_no_facet_counts(admin_client):
     RecordFactory()
 
@@ -102,7 +106,7 @@ def test_list_offers_no_facet_counts(admin_client):
         response = admin_client.get(reverse(CHANGELIST), {"_facets": "True"})
 
     assert response.status_code == 200
-    assert "Show counts" not in response.text
+    assert "Show counts" not in response.content.decode()
     assert sum("COUNT(" in q["sql"].upper() for q in ctx.captured_queries) == 1
 
 
@@ -129,13 +133,13 @@ def test_list_says_when_the_count_was_capped(admin_client, monkeypatch):
     response = admin_client.get(reverse(CHANGELIST))
 
     assert response.status_code == 200
-    assert "More than 4 records match" in response.text
+    assert "More than 4 records match" in response.content.decode()
     assert len(listed_keys(response)) == 6
 
     IdempotencyRecord.objects.filter(
         pk__in=list(IdempotencyRecord.objects.values_list("pk", flat=True)[:3])
     ).delete()
-    assert "More than" not in admin_client.get(reverse(CHANGELIST)).text
+    assert "More than" not in admin_client.get(reverse(CHANGELIST)).content.decode()
 
 
 @pytest.mark.parametrize(
@@ -196,7 +200,7 @@ def test_date_hierarchy_narrows_to_a_day(admin_client):
     )
 
     assert listed_keys(response) == ["today"]
-    assert 'class="toplinks"' in response.text
+    assert 'class="toplinks"' in response.content.decode()
 
 
 # --- detail -----------------------------------------------------------------------
@@ -215,7 +219,7 @@ def test_detail_of_a_real_json_response(admin_client, client):
     page = admin_client.get(url("change", record.pk))
 
     assert page.status_code == 200
-    html = page.text
+    html = page.content.decode()
     assert record.fingerprint in html
     assert record.request_id and record.request_id in html
     # Pretty-printed JSON (indented, one key per line) inside <pre>.
@@ -231,7 +235,7 @@ def test_detail_of_a_real_binary_response(admin_client, client):
     assert client.post("/binary/", HTTP_IDEMPOTENCY_KEY="pdf-1").status_code == 200
     record = IdempotencyRecord.objects.get(key="pdf-1")
 
-    html = admin_client.get(url("change", record.pk)).text
+    html = admin_client.get(url("change", record.pk)).content.decode()
 
     assert "Binary body: 1.0\xa0KB (1024 bytes), application/pdf, not shown." in html
 
@@ -247,8 +251,8 @@ def test_detail_escapes_and_truncates(admin_client):
         response_body=huge_body,
     )
 
-    hostile_html = admin_client.get(url("change", hostile.pk)).text
-    huge_html = admin_client.get(url("change", huge.pk)).text
+    hostile_html = admin_client.get(url("change", hostile.pk)).content.decode()
+    huge_html = admin_client.get(url("change", huge.pk)).content.decode()
 
     assert "<script>alert(1)" not in hostile_html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile_html
@@ -285,7 +289,7 @@ def test_in_progress_detail_has_no_response(admin_client):
         state=State.IN_PROGRESS, response_status=None, response_headers="", response_body=None
     )
 
-    html = admin_client.get(url("change", record.pk)).text
+    html = admin_client.get(url("change", record.pk)).content.decode()
 
     assert html.count("none stored") == 2
     assert "in progress" in html
@@ -298,7 +302,7 @@ def test_no_add_and_no_change_even_for_superusers(admin_client):
     record = RecordFactory(key="untouchable", scope="user:1")
 
     assert admin_client.get(url("add")).status_code == 403
-    assert f'href="{url("add")}"' not in admin_client.get(reverse(CHANGELIST)).text
+    assert f'href="{url("add")}"' not in admin_client.get(reverse(CHANGELIST)).content.decode()
     response = admin_client.post(url("change", record.pk), {"key": "changed", "scope": "x"})
     assert response.status_code == 403
     record.refresh_from_db()
@@ -322,7 +326,10 @@ def test_view_permission_allows_reading_but_not_deleting():
     listing = client.get(reverse(CHANGELIST))
     assert listing.status_code == 200
     assert listed_keys(listing) == ["seen"]
-    assert "delete_expired" not in listing.text and "delete_selected" not in listing.text
+    assert (
+        "delete_expired" not in listing.content.decode()
+        and "delete_selected" not in listing.content.decode()
+    )
     assert client.get(url("change", record.pk)).status_code == 200
     assert client.post(url("delete", record.pk), {"post": "yes"}).status_code == 403
     client.post(reverse(CHANGELIST), {"action": "delete_expired", "_selected_action": [record.pk]})
@@ -348,14 +355,14 @@ def test_delete_expired_action_deletes_only_expired_selected_records():
     client = staff_client("view_idempotencyrecord", "delete_idempotencyrecord")
 
     listing = client.get(reverse(CHANGELIST))
-    assert "Delete expired records among the selected" in listing.text
+    assert "Delete expired records among the selected" in listing.content.decode()
     response = client.post(
         reverse(CHANGELIST),
         {"action": "delete_expired", "_selected_action": [old.pk, older.pk, alive.pk]},
         follow=True,
     )
 
-    assert "Deleted 2 expired idempotency records." in response.text
+    assert "Deleted 2 expired idempotency records." in response.content.decode()
     remaining = set(IdempotencyRecord.objects.values_list("key", flat=True))
     assert remaining == {"alive", "not-selected"}
 
