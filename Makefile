@@ -12,7 +12,7 @@ HAVE_MYSQL_LIB := $(shell pkg-config --exists mysqlclient 2>/dev/null || pkg-con
 comma := ,
 EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
 
-.PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix bench bench-smoke docs clean
+.PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix compat bench bench-smoke docs clean
 
 help:
 	@echo "make demo    set up and start the sample project on http://127.0.0.1:8000/"
@@ -44,6 +44,10 @@ test-only: $(STAMP)
 
 matrix: $(STAMP)
 	$(BIN)/tox
+
+# The oldest supported Django, on PostgreSQL: what CI runs besides `make test`.
+compat: $(STAMP)
+	IDEMPOTENCY_TEST_DB=postgresql $(BIN)/tox -e py311-django42 -- -q -p no:cacheprovider
 
 demo: $(STAMP)
 	$(MAKE) -C sample_project demo PYTHON=$(abspath $(BIN)/python)
