@@ -188,7 +188,8 @@ SPECS: tuple[OptionSpec, ...] = (
         None,
         _optional_callable,
         "Callable ``request -> str`` (or dotted path) naming whose key space a key "
-        "lives in. Default: the authenticated user, else one shared anonymous scope.",
+        "lives in. Default: the authenticated user, else the credential in "
+        "``request.auth`` (API keys, client credentials), else one shared anonymous scope.",
     ),
     OptionSpec(
         "per_endpoint",
@@ -202,7 +203,8 @@ SPECS: tuple[OptionSpec, ...] = (
         None,
         _optional_callable,
         "Callable ``request -> str | bytes`` (or dotted path) whose value must be "
-        "identical for a retry. Default: method, path, query string and raw body.",
+        "identical for a retry. Default: method, path, query string and raw body "
+        "(multipart forms and bodies read before the view: the parsed fields and files).",
     ),
     OptionSpec(
         "replay_status",
