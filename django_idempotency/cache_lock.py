@@ -53,6 +53,17 @@ class Cached:
     response: StoredResponse
 
 
+_scripts: dict[str, Any] = {}
+
+
+def _run_script(client: Any, source: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA with the script's hash (loaded on first NOSCRIPT), not its source."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = client.register_script(source)
+    return script(keys=keys, args=args, client=client)
+
+
 def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
     from django_redis import get_redis_connection
 
@@ -88,13 +99,11 @@ def check(
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
         lock_value = f"{token}:{fingerprint}"
-        result = client.eval(
+        result = _run_script(
+            client,
             _CHECK,
-            2,
-            response_key,
-            lock_key,
-            lock_value,
-            int(lock_timeout.total_seconds() * 1000),
+            [response_key, lock_key],
+            [lock_value, int(lock_timeout.total_seconds() * 1000)],
         )
     except RedisError:
         logger.warning(
@@ -125,14 +134,11 @@ def finish(
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
         payload = _encode(fingerprint, stored) if stored is not None else b""
-        client.eval(
+        _run_script(
+            client,
             _COMPLETE,
-            2,
-            response_key,
-            lock_key,
-            lock_value or "",
-            int(ttl.total_seconds() * 1000),
-            payload,
+            [response_key, lock_key],
+            [lock_value or "", int(ttl.total_seconds() * 1000), payload],
         )
     except RedisError:
         # A lock left behind expires after lock_timeout; the database decides meanwhile.
