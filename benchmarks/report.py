@@ -100,6 +100,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def empty_x_plain(rows: list[dict[str, Any]], variant: str, scenario: str) -> float | None:
+    """The empty table's figure: the mean of its measurements before and after."""
+    values = [
+        r["x_plain"]
+        for r in rows
+        if r["table_rows"] == 0 and r["variant"] == variant and r["scenario"] == scenario
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def scale_target(results: dict[str, Any]) -> dict[str, Any]:
     rows = results.get("scale") or []
     sizes = sorted({r["table_rows"] for r in rows})
@@ -110,13 +120,13 @@ def scale_target(results: dict[str, Any]) -> dict[str, Any]:
     worst = 0.0
     parts = []
     for scenario in ("first", "replay", "mismatch"):
-        empty = _find(rows, table_rows=0, variant="ours", scenario=scenario)
+        empty = empty_x_plain(rows, "ours", scenario)
         big = _find(rows, table_rows=largest, variant="ours", scenario=scenario)
         if not (empty and big):
             continue
         # Normalised by the plain endpoint of the same process, so that a
         # noisier minute does not pass for a slower table.
-        ratio = big["x_plain"] / empty["x_plain"]
+        ratio = big["x_plain"] / empty
         worst = max(worst, ratio)
         parts.append(f"{scenario} {ratio:.3f}x")
     label = f"at {largest:,} rows: " + ", ".join(parts)
@@ -128,32 +138,28 @@ def scale_target(results: dict[str, Any]) -> dict[str, Any]:
 def peers_target(results: dict[str, Any]) -> dict[str, Any]:
     name = "ahead of every peer that is also correct under concurrency (PostgreSQL, first request)"
     peers = results.get("peers") or []
-    correctness = {c["package"]: c for c in results.get("correctness") or []}
-    ours = correctness.get("django-idempotency")
-    mine = _find(
-        results["overhead"], db="postgresql", lock="database", variant="ours", scenario="first"
-    )
-    if not peers or not mine:
+    checks = {(c["package"], c["mode"]): c for c in results.get("correctness") or []}
+    # Ours as measured by the peers section: the same way, in the same minutes.
+    mine = _find(peers, package="django-idempotency", scenario="first")
+    if mine is None or mine.get("x_plain") is None:
         return {"name": name, "value": None, "met": None}
-    behind = []
-    compared = []
-    for peer in sorted({p["package"] for p in peers}):
-        check = correctness.get(peer)
-        if not check or check.get("views_ran") != 1:
+    behind, compared = [], []
+    for row in peers:
+        if row["package"] == "django-idempotency" or row["scenario"] != "first":
             continue
-        row = _find(peers, package=peer, variant="peer", scenario="first")
-        if not row or row.get("x_plain") is None:
+        check = checks.get((row["package"], row["mode"]))
+        if not check or check.get("views_ran") != 1 or row.get("x_plain") is None:
             continue
-        compared.append(peer)
+        label = f"{row['package']} ({row['mode']})"
+        compared.append(label)
         if row["x_plain"] <= mine["x_plain"]:
-            behind.append(f"{peer} {row['x_plain']:.2f}x plain vs ours {mine['x_plain']:.2f}x")
+            behind.append(f"{label} {row['x_plain']:.2f}x plain vs ours {mine['x_plain']:.2f}x")
+    ours = checks.get((mine["package"], mine["mode"]))
     if ours is not None and ours.get("views_ran") != 1:
         behind.append(f"ours ran the view {ours.get('views_ran')} times under concurrency")
-    value = (
-        "no peer was correct under concurrency"
-        if not compared
-        else ("behind " + "; ".join(behind) if behind else f"ahead of {', '.join(compared)}")
-    )
+    if not compared:
+        return {"name": name, "value": "no peer was correct under concurrency", "met": not behind}
+    value = ("behind " + "; ".join(behind)) if behind else f"ahead of {', '.join(compared)}"
     return {"name": name, "value": value, "met": not behind}
 
 
@@ -240,15 +246,11 @@ def scale_table(results: dict[str, Any]) -> list[list[str]]:
     ]
     rows = results.get("scale") or []
     for row in rows:
-        empty = _find(rows, table_rows=0, variant=row["variant"], scenario=row["scenario"])
-        drift = (
-            row["x_plain"] / empty["x_plain"]
-            if empty and row.get("x_plain") and empty.get("x_plain")
-            else None
-        )
+        empty = empty_x_plain(rows, row["variant"], row["scenario"])
+        drift = row["x_plain"] / empty if empty and row.get("x_plain") else None
         table.append(
             [
-                f"{row['table_rows']:,}",
+                f"{row['table_rows']:,}" + (f" ({row['phase']})" if row.get("phase") else ""),
                 row["variant"],
                 SCENARIO_TITLES[row["scenario"]],
                 str(row["statements"]),
@@ -331,6 +333,26 @@ def purge_table(results: dict[str, Any]) -> list[list[str]]:
     return table
 
 
+def whatif_table(results: dict[str, Any]) -> list[list[str]]:
+    table = [["PostgreSQL, sync off", "first: overhead / floor", "first x plain", "replay x plain"]]
+    rows = results.get("whatif") or []
+    for label in dict.fromkeys(r["whatif"] for r in rows):
+        group = [r for r in rows if r["whatif"] == label]
+        first = overhead_ratio(group, "ours", "floor", "first")
+        plain = _find(group, variant="plain")
+        mine = _find(group, variant="ours", scenario="first")
+        replay = _find(group, variant="ours", scenario="replay")
+        table.append(
+            [
+                label,
+                _fmt(first and first["overhead_ratio"], ".2f"),
+                _fmt(mine and plain and mine["median_us"] / plain["median_us"], ".2f"),
+                _fmt(replay and plain and replay["median_us"] / plain["median_us"], ".2f"),
+            ]
+        )
+    return table
+
+
 def targets_table(results: dict[str, Any]) -> list[list[str]]:
     table = [["target", "result", "met"]]
     for target in targets(results):
@@ -349,6 +371,8 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
         ("Overhead (in-process WSGI, one INSERT per request)", overhead_table(results)),
         ("Against the floor (added latency over the plain endpoint)", floor_table(results)),
     ]
+    if results.get("whatif"):
+        out.append(("What if (not shipped; evidence for the missed target)", whatif_table(results)))
     if results.get("scale"):
         sync = results["scale"][0].get("sync")
         title = f"Scale (PostgreSQL, records already in the table, synchronous commit {sync})"
@@ -367,7 +391,14 @@ def sections(results: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
     return out
 
 
+def _cell(text: str) -> str:
+    """One line per cell: a traceback in a note keeps only its last line."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:240]
+
+
 def _plain(table: list[list[str]]) -> str:
+    table = [[_cell(c) for c in row] for row in table]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = []
     for n, row in enumerate(table):
@@ -379,7 +410,7 @@ def _plain(table: list[list[str]]) -> str:
 
 def _markdown(table: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(_cell(c).replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([line(table[0]), line(["---"] * len(table[0])), *(line(r) for r in table[1:])])
 
@@ -397,7 +428,9 @@ def terminal(results: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     parts = [
-        "# Benchmark results",
+        "## Measured figures",
+        "",
+        "<!-- Generated by benchmarks/run.py; docs/performance.md includes this file. -->",
         "",
         f"Command: `{results['command']}` ({results['mode']} mode, "
         f"{results.get('elapsed_s', 0):.0f} s). "
@@ -407,11 +440,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"load average {m.get('loadavg_at_start', 0):.2f} at start.",
     ]
     for title, table in sections(results):
-        parts += ["", f"## {title}", "", _markdown(table)]
+        parts += ["", f"### {title}", "", _markdown(table)]
     if results.get("pending"):
-        parts += ["", "## Pending", ""] + [f"- {p}" for p in results["pending"]]
+        parts += ["", "### Pending", ""] + [f"- {p}" for p in results["pending"]]
     for name, text in (results.get("profiles") or {}).items():
-        parts += ["", f"## Profile: {name}", "", "```", text.strip(), "```"]
+        parts += ["", f"### Profile: {name}", "", "```text", text.strip(), "```"]
     return "\n".join(parts) + "\n"
 
 

@@ -21,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,7 @@ import report  # noqa: E402
 
 BENCH_VENV = HERE / ".venv-bench"
 REQUIREMENTS = HERE / "requirements-bench.txt"
-SECTIONS = ("overhead", "redis", "scale", "purge", "peers", "correctness")
+SECTIONS = ("overhead", "redis", "whatif", "scale", "purge", "peers", "correctness")
 VARIANTS = ["plain", "ours", "ours-atomic", "floor", "floor-atomic"]
 SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
@@ -178,7 +180,20 @@ def section_overhead(run: Runner, dbs: list[str], results: dict[str, Any]) -> No
             results["overhead"] += tag(out["rows"], db=db, lock="database", sync=sync)
 
 
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def section_redis(run: Runner, dbs: list[str], results: dict[str, Any]) -> None:
+    if not redis_reachable():
+        results["pending"].append("redis: no Redis on 127.0.0.1:6379")
+        log("Redis not reachable; skipping the Redis lock")
+        return
     if not cache_lock_available():
         results["pending"].append(
             "redis: the engine does not use IDEMPOTENCY['LOCK'] = 'cache' yet "
@@ -197,6 +212,34 @@ def section_redis(run: Runner, dbs: list[str], results: dict[str, Any]) -> None:
             run.plan(["plain", "ours", "ours-atomic", "floor"], SCENARIOS),
         )
         results["overhead"] += tag(out["rows"], db=db, lock="cache", sync=sync)
+
+
+#: Changes outside the app's code that could close the gap to the floor,
+#: measured so that the lead can decide: (label, config extras, plan extras).
+WHATIFS = [
+    ("as shipped", {}, {}),
+    ("server-side binding (prepared statements)", {"server_binding": True}, {}),
+    (
+        "without the state/locked_until and created_at indexes",
+        {},
+        {"drop_indexes": ["idempotency_state_locked_idx", "idempotency_created_idx"]},
+    ),
+]
+
+
+def section_whatif(run: Runner, have_pg: bool, results: dict[str, Any]) -> None:
+    if not have_pg:
+        return
+    for label, config, plan in WHATIFS:
+        name = pg_name("whatif")
+        fresh_pg_database(name)
+        log(f"what-if on PostgreSQL: {label}")
+        out = run.worker(
+            run.config("postgresql", name, sync="off", **config),
+            {**run.plan(["plain", "ours", "floor"], ["none", "first", "replay"]), **plan},
+        )
+        drop_pg_database(name)
+        results.setdefault("whatif", []).extend(tag(out["rows"], whatif=label))
 
 
 def main() -> int:
@@ -269,6 +312,8 @@ def main() -> int:
                 section_overhead(run, dbs, results)
             if "redis" in sections:
                 section_redis(run, dbs, results)
+            if "whatif" in sections:
+                section_whatif(run, have_pg, results)
             if "scale" in sections or "purge" in sections:
                 import scale
 
@@ -281,13 +326,21 @@ def main() -> int:
 
                 peers_run.section(run, have_pg, args, sections, results)
             if not args.smoke:
+                (out / "results.raw.json").parent.mkdir(parents=True, exist_ok=True)
+                (out / "results.raw.json").write_text(json.dumps(results, indent=1))
                 profile_missed(run, have_pg, results)
     finally:
         if have_pg and not args.keep:
             for name in sorted(CREATED):
                 drop_pg_database(name)
     results["elapsed_s"] = round(time.time() - started, 1) + results.get("elapsed_before_s", 0)
+    # The raw measurements first: a bug in the report must not cost a run.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.raw.json").write_text(json.dumps(results, indent=1))
     report.write_all(results, out, python=python, chart=not args.smoke)
+    if not args.smoke and args.out is None:
+        # docs/performance.md shows the chart; MkDocs only serves files in docs/.
+        shutil.copyfile(out / "latency.png", ROOT / "docs" / "images" / "benchmark-latency.png")
     print(report.terminal(results))
     log(f"wrote {out}/results.json, results.md{'' if args.smoke else ', latency.png'}")
     return 0
@@ -305,7 +358,7 @@ def merge_base(old: dict[str, Any], sections: list[str], new: dict[str, Any]) ->
         kept["overhead"] = [r for r in old["overhead"] if r.get("lock") != "database"]
     if "redis" in sections:
         kept["overhead"] = [r for r in kept["overhead"] if r.get("lock") != "cache"]
-    for name in ("scale", "purge", "peers", "correctness"):
+    for name in ("scale", "purge", "peers", "correctness", "whatif"):
         if name in sections:
             kept[name] = []
     return kept

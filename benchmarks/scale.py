@@ -80,17 +80,29 @@ def section(run: Any, have_pg: bool, args: Any, results: dict[str, Any]) -> None
                     {"rows": size, "added": size - current, "seconds": round(seconds, 1)}
                 )
                 current = size
-            log(f"scale: measuring with {size:,} records in the table")
-            out = run.worker(
-                config, run.plan(["plain", "ours"], ["none", "first", "replay", "mismatch"])
-            )
-            rows = out["rows"]
-            plain = next(r for r in rows if r["variant"] == "plain")
-            for row in rows:
-                row["x_plain"] = row["median_us"] / plain["median_us"]
-            results["scale"] += tag(rows, table_rows=size, sync=sync)
+            results["scale"] += _measure(run, config, size, sync, "before" if size == 0 else "")
+        # The empty table once more at the end: if the machine got faster or
+        # slower meanwhile, the two empty-table figures show by how much.
+        with _connect(database) as conn:
+            conn.execute(f"TRUNCATE {TABLE}")
+            conn.execute(f"VACUUM ANALYZE {TABLE}")
+        results["scale"] += _measure(run, config, 0, sync, "after")
     finally:
         drop_pg_database(database)
+
+
+def _measure(
+    run: Any, config: dict[str, Any], size: int, sync: str, phase: str
+) -> list[dict[str, Any]]:
+    log(f"scale: measuring with {size:,} records in the table {phase}".rstrip())
+    # Twice the rounds of the other sections: the differences looked for are small.
+    plan = run.plan(["plain", "ours"], ["none", "first", "replay", "mismatch"])
+    plan["rounds"] *= 2
+    rows = run.worker(config, plan)["rows"]
+    plain = next(r for r in rows if r["variant"] == "plain")
+    for row in rows:
+        row["x_plain"] = row["median_us"] / plain["median_us"]
+    return tag(rows, table_rows=size, sync=sync, phase=phase)
 
 
 def purge_section(run: Any, have_pg: bool, args: Any, results: dict[str, Any]) -> None:

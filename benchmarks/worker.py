@@ -360,8 +360,12 @@ class holding:
             self.held.__exit__(*exc)
 
 
-def setup_database() -> None:
+def setup_database(drop_indexes: list[str] | None = None) -> None:
     call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+    # What-if only: the same table without some of the app's indexes.
+    with connection.cursor() as cursor:
+        for index in drop_indexes or []:
+            cursor.execute(f"DROP INDEX IF EXISTS {connection.ops.quote_name(index)}")
     from django.contrib.auth import get_user_model
 
     for name in ("alice", "bob"):
@@ -369,7 +373,7 @@ def setup_database() -> None:
 
 
 def main_measure(plan: dict[str, Any]) -> dict[str, Any]:
-    setup_database()
+    setup_database(plan.get("drop_indexes"))
     close_old_connections()
     rows = measure(plan)
     return {"rows": rows}

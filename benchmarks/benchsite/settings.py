@@ -55,7 +55,12 @@ if DB == "postgresql":
             # Persistent connections, as behind any production pool: opening a
             # connection per request would dwarf everything measured here.
             "CONN_MAX_AGE": None,
-            "OPTIONS": {} if SYNC == "on" else {"options": "-c synchronous_commit=off"},
+            "OPTIONS": {
+                **({} if SYNC == "on" else {"options": "-c synchronous_commit=off"}),
+                # What-if only: psycopg binds server-side and prepares
+                # statements it sees repeatedly, saving the planning.
+                **({"server_side_binding": True} if CONFIG.get("server_binding") else {}),
+            },
         }
     }
 else:
