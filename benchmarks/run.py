@@ -7,7 +7,7 @@
 Every configuration runs in its own process (worker.py) and is measured there
 in-process through Django's WSGI handler, interleaved in rounds with the
 baselines of the same process: report ratios, never absolute figures, since
-the machine is shared. Results go to benchmarks/results/ as JSON, Markdown and
+the machine is shared. Results go to benchmarks/published/ as JSON, Markdown and
 a PNG chart, and a table is printed.
 
 Smoke mode fails (non-zero exit) only when the benchmark itself breaks: an
@@ -267,7 +267,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="identical requests at once")
     parser.add_argument("--python", help="interpreter for the workers")
     parser.add_argument(
-        "--out", help="output directory (default: benchmarks/results, or results/smoke)"
+        "--out",
+        help="output directory (default: benchmarks/published; smoke: benchmarks/results/smoke)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument(
@@ -302,7 +303,9 @@ def main() -> int:
         "profiles": {},
         "pending": [],
     }
-    out = Path(args.out or HERE / "results" / ("smoke" if args.smoke else ""))
+    # Full runs publish (docs/performance.md includes published/results.md);
+    # smoke runs and --out runs are scratch, ignored by git.
+    out = Path(args.out or (HERE / "results" / "smoke" if args.smoke else HERE / "published"))
     if args.merge and (out / "results.json").exists():
         results = merge_base(json.loads((out / "results.json").read_text()), sections, results)
     try:
