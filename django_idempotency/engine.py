@@ -333,7 +333,13 @@ def _run(
             # commit that did happen left the record completed, which the
             # release below never deletes).
             logger.exception("Could not store idempotency record %s", claim.record_id)
-            _release_quietly(alias, claim)
+            if in_caller:
+                # Our savepoint rolled back, but InnoDB keeps its row locks until
+                # the caller's transaction ends: releasing from the other
+                # connection now would wait on them.
+                transaction.on_commit(lambda: _release_quietly(alias, claim), using=alias)
+            else:
+                _release_quietly(alias, claim)
             after_commit(claim, None)
             return _problem(Unavailable(), request_id, options)
         except BaseException:
