@@ -9,7 +9,7 @@ from tests.testapp.models import Payment
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
-ROUNDS = 5
+ROUNDS = 10
 CONCURRENT = 20
 
 
