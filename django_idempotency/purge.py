@@ -26,7 +26,7 @@ from django.db.models.expressions import RawSQL
 
 from . import conf
 from .models import IdempotencyRecord, State
-from .store import _Dialect
+from .store import Dialect
 
 logger = logging.getLogger("django_idempotency")
 
@@ -75,7 +75,7 @@ def database_time_ago(alias: str, age: timedelta) -> RawSQL:
     Computed in SQL, so the comparison holds whatever ``USE_TZ`` and the
     connection's time zone are.
     """
-    d = _Dialect(connections[alias])
+    d = Dialect(connections[alias])
     if d.vendor == "postgresql":
         return RawSQL(f"{d.now} - %s * interval '1 second'", [age.total_seconds()])
     if d.vendor == "mysql":

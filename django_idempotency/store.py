@@ -74,7 +74,7 @@ class StoredResponse:
     request_id: str
 
 
-class _Dialect:
+class Dialect:
     """Vendor SQL for the few places where the backends differ."""
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
@@ -115,7 +115,7 @@ _INSERT_COLUMNS = (
 )
 
 
-def _insert_sql(d: _Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]:
+def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]:
     lock_sql, lock_param = d.later(new.lock_timeout)
     ttl_sql, ttl_param = d.later(new.ttl)
     columns = ", ".join(d.qn(c) for c in _INSERT_COLUMNS)
@@ -140,7 +140,7 @@ def _insert_sql(d: _Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]
     return sql, params
 
 
-def _select_columns(d: _Dialect) -> str:
+def _select_columns(d: Dialect) -> str:
     # The body is only fetched when it will be replayed.
     return (
         "id, state, fingerprint = %s, token, request_id, response_status, response_headers, "
@@ -186,7 +186,7 @@ def new_token() -> str:
 
 def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | Existing | None:
     """Claim the key, or return the row that holds it (None: it vanished meanwhile)."""
-    d = _Dialect(connection)
+    d = Dialect(connection)
     token = new_token()
     insert, params = _insert_sql(d, new, token)
     columns = _select_columns(d)
@@ -240,7 +240,7 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     racing retries exactly one updates the row. The time condition is checked
     again with the database clock, so a claim completed meanwhile stays.
     """
-    d = _Dialect(connection)
+    d = Dialect(connection)
     token = new_token()
     lock_sql, lock_param = d.later(new.lock_timeout)
     params: list[Any] = [
@@ -282,7 +282,7 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
 
 def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
     """Store the response; False if the claim was taken over (fenced out)."""
-    d = _Dialect(connection)
+    d = Dialect(connection)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {d.table} SET state = %s, completed_at = {d.now}, response_status = %s, "
@@ -303,7 +303,7 @@ def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredRespon
 
 def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
     """Free the key so a retry runs the view; never touches a completed record."""
-    d = _Dialect(connection)
+    d = Dialect(connection)
     with connection.cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {d.table} WHERE id = %s AND token = %s AND state = %s",
