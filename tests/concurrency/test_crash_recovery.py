@@ -76,7 +76,7 @@ def test_slow_worker_cannot_overwrite_the_new_owner(server_factory, path, env):
     key = f"slow-owner-{path.strip('/')}-{len(env)}"
     # lock_timeout is 3 s on these views: the first request outlives its claim.
     slow = Background(
-        lambda: server.post(path, key, headers={"X-Sleep": "6", "X-Request-Id": "slow-one"})
+        lambda: server.post(path, key, headers={"X-Sleep": "8", "X-Request-Id": "slow-one"})
     )
     wait_for_claim(key)
     wait_for_lock_expiry(key)
