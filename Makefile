@@ -42,12 +42,16 @@ test: lint typecheck check-migrations test-only
 test-only: $(STAMP)
 	$(BIN)/python tests/run_backends.py $(ARGS)
 
-matrix: $(STAMP)
-	$(BIN)/tox
+# tox finds the other Pythons on PATH; pyenv keeps them out of it unless selected.
+PYENV_BINS := $(shell root=$$(pyenv root 2>/dev/null) && ls -d $$root/versions/3.1[1-9]*/bin 2>/dev/null | tr '\n' ':')
 
-# The oldest supported Django, on PostgreSQL: what CI runs besides `make test`.
+matrix: $(STAMP)
+	PATH="$(PYENV_BINS)$$PATH" $(BIN)/tox
+
+# The oldest supported Django on the oldest Python, and the newest Python, on
+# PostgreSQL: what CI runs besides `make test`.
 compat: $(STAMP)
-	IDEMPOTENCY_TEST_DB=postgresql $(BIN)/tox -e py311-django42 -- -q -p no:cacheprovider
+	PATH="$(PYENV_BINS)$$PATH" IDEMPOTENCY_TEST_DB=postgresql $(BIN)/tox -e py311-django42,py313-django52 -- -q -p no:cacheprovider
 
 demo: $(STAMP)
 	$(MAKE) -C sample_project demo PYTHON=$(abspath $(BIN)/python)
