@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 from django.dispatch import Signal
 from django.http.response import HttpResponseBase
@@ -48,16 +50,12 @@ class ViewOptions:
     settings on first use (again after ``IDEMPOTENCY`` changes)."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
-        from django.core.exceptions import ImproperlyConfigured
-
         try:
             self.overrides = validate_options(raw)
         except OptionError as exc:
             raise ImproperlyConfigured(f"idempotency options: {exc}") from None
         self._resolved: Options | None = None
         self._generation = -1
-        from django.conf import settings
-
         if settings.configured:
             # Report impossible combinations (with the settings in force) at
             # import time, not on the first request.
