@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db.utils import load_backend
 
 from .conf import parse_setting
 from .options import OptionError
@@ -33,7 +34,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     else:
         engine = databases[parsed.database].get("ENGINE", "")
-        if not any(vendor in engine for vendor in SUPPORTED_VENDORS):
+        # The vendor, not the engine path: PostGIS and SpatiaLite are PostgreSQL
+        # and SQLite underneath.
+        try:
+            vendor = load_backend(engine).DatabaseWrapper.vendor
+        except Exception:  # a backend whose driver is missing: Django reports that itself
+            vendor = engine
+        if vendor not in SUPPORTED_VENDORS:
             messages.append(
                 Error(
                     f"The idempotency records database {parsed.database!r} uses {engine!r}.",

@@ -102,7 +102,7 @@ def handle(
         endpoint=endpoint,
         method=request.method or "",
         path=request.path,
-        fingerprint=fingerprint_of(request, options),
+        fingerprint=fingerprint_of(request, endpoint, options),
         request_id=request_id,
         ttl=options.ttl,
         lock_timeout=options.lock_timeout,
@@ -420,12 +420,10 @@ def _finish(
     """Store the response or, if it must not be stored, release the key."""
     reason = unstorable_reason(response, options)
     if reason is not None:
-        # Oversized answers surprise (a retry runs the view again); streaming
-        # ones are expected, and 5xx are logged by Django already.
-        if reason == "response larger than max_response_bytes":
+        # A retry of an oversized or streaming answer runs the view again: say
+        # so. 5xx answers are logged by Django already.
+        if reason != "server error":
             logger.warning("Idempotency record %s not stored: %s", claim.record_id, reason)
-        elif reason == "streaming response":
-            logger.info("Idempotency record %s not stored: %s", claim.record_id, reason)
         store.release(connection, claim)
         return None
     stored = store.StoredResponse(

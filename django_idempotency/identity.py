@@ -125,7 +125,7 @@ def default_fingerprint(request: Request) -> bytes:
     return digest.digest()
 
 
-def fingerprint_of(request: Request, options: Options) -> str:
+def fingerprint_of(request: Request, endpoint: str, options: Options) -> str:
     if options.fingerprint is None:
         return default_fingerprint(request).hex()
     value = options.fingerprint(request)
@@ -135,7 +135,12 @@ def fingerprint_of(request: Request, options: Options) -> str:
         raise TypeError(
             f"the idempotency fingerprint callable {options.fingerprint!r} must return str or bytes"
         )
-    return hashlib.sha256(value).hexdigest()
+    # The endpoint stays part of it: with per_endpoint=False the same key on
+    # another endpoint must be a reuse, never a replay of the other's answer.
+    digest = hashlib.sha256(endpoint.encode())
+    digest.update(b"\0")
+    digest.update(value)
+    return digest.hexdigest()
 
 
 def request_id_of(request: Request, options: Options) -> str:

@@ -60,6 +60,9 @@ def _methods(value: Any) -> frozenset[str]:
             f"{sorted(safe)} are safe methods: they are idempotent by definition and "
             "must not be recorded"
         )
+    unknown = set(methods) - {"POST", "PUT", "PATCH", "DELETE"}
+    if unknown:
+        raise OptionError(f"{sorted(unknown)} are not methods a DRF view handles")
     return frozenset(methods)
 
 
@@ -325,6 +328,8 @@ def combine(*layers: Mapping[str, Any]) -> Options:
             f"'lock_timeout' ({options.lock_timeout}) is longer than 'ttl' ({options.ttl}): "
             "a key would be forgotten while its request may still be running"
         )
-    if options.replayed_header and options.replayed_header.lower() == options.header.lower():
-        raise OptionError("'replayed_header' must differ from 'header'")
+    for name in ("replayed_header", "request_id_header"):
+        other = getattr(options, name)
+        if other and other.lower() == options.header.lower():
+            raise OptionError(f"'{name}' must differ from 'header'")
     return options

@@ -1,0 +1,60 @@
+"""Findings of the specification review, each a behaviour a user relies on."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import path
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+
+from django_idempotency import idempotent
+from tests.testapp.models import Payment
+
+
+def body_only(request):
+    return request._request.body
+
+
+@api_view(["POST"])
+@idempotent(fingerprint=body_only)
+def endpoint_a(request):
+    Payment.objects.create(amount=1, reference="a")
+    return Response({"endpoint": "a"}, status=201)
+
+
+@api_view(["POST"])
+@idempotent(fingerprint=body_only)
+def endpoint_b(request):
+    Payment.objects.create(amount=1, reference="b")
+    return Response({"endpoint": "b"}, status=201)
+
+
+urlpatterns = [path("a/", endpoint_a), path("b/", endpoint_b)]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.django_db
+def test_custom_fingerprint_keeps_endpoints_apart():
+    # per_endpoint=False: the same key on another endpoint is a reuse (422),
+    # never a replay of the other endpoint's answer, whatever the fingerprint.
+    client = APIClient()
+    first = client.post("/a/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    other = client.post("/b/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    retry = client.post("/a/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert first.status_code == 201
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert retry["Idempotent-Replayed"] == "true"
+    assert list(Payment.objects.values_list("reference", flat=True)) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"methods": ["POTS"]}, "POTS"),
+        ({"request_id_header": "Idempotency-Key"}, "request_id_header"),
+    ],
+)
+def test_impossible_values_are_refused_at_decoration(options, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        idempotent(**options)
