@@ -58,3 +58,33 @@ def test_custom_fingerprint_keeps_endpoints_apart():
 def test_impossible_values_are_refused_at_decoration(options, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         idempotent(**options)
+
+
+@pytest.mark.django_db
+def test_admin_date_hierarchy_never_scans_for_distinct_dates(admin_client):
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from tests.factories import RecordFactory
+
+    # Three days of one month, whatever today is (a month boundary would make
+    # the hierarchy start at months).
+    noon = timezone.localtime().replace(day=15, hour=12, minute=0, second=0, microsecond=0)
+    for days_ago in (0, 1, 2):
+        RecordFactory(created_at=noon - dt.timedelta(days=days_ago))
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(
+            reverse("admin:django_idempotency_idempotencyrecord_changelist")
+        )
+
+    assert response.status_code == 200
+    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"].upper()]
+    html = response.content.decode()
+    for days_ago in (0, 1, 2):
+        day = (noon - dt.timedelta(days=days_ago)).day
+        assert f"created_at__day={day}" in html
