@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 ARGS ?=
 
 # mysqlclient compiles against the MySQL/MariaDB client library; without it the
@@ -11,6 +10,8 @@ ARGS ?=
 HAVE_MYSQL_LIB := $(shell pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null && echo yes)
 comma := ,
 EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
+# Named after the extras: installing the MySQL library later reinstalls with mysqlclient.
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix compat bench bench-smoke docs clean
 
