@@ -285,19 +285,7 @@ def _run(
 
     def finish_deferred(response: HttpResponseBase) -> None:
         def complete() -> None:
-            try:
-                stored = _finish(connections[alias], claim, response, request_id, options)
-            except _Fenced:
-                _log_fenced(claim)
-                stored = None
-            except Exception:
-                logger.exception(
-                    "Could not store idempotency record %s after commit; its key stays "
-                    "locked until lock_timeout",
-                    claim.record_id,
-                )
-                stored = None
-            after_commit(claim, stored)
+            after_commit(claim, _store_after_view(alias, claim, response, request_id, options))
 
         transaction.on_commit(complete, using=alias)
 
@@ -356,38 +344,43 @@ def _run(
         if defer:
             finish_deferred(response)
         else:
-            try:
-                if in_caller:
-                    # A savepoint: a failure here must not abort the caller's transaction.
-                    with transaction.atomic(using=alias):
-                        stored = _finish(connection, claim, response, request_id, options)
-                else:
-                    stored = _finish(connection, claim, response, request_id, options)
-            except _Fenced:
-                _log_fenced(claim)
-                stored = None
-            except Exception:
-                # The view's effects are committed: keep the claim, so no retry
-                # runs it again before lock_timeout. Answer with the real result.
-                logger.exception(
-                    "Could not store idempotency record %s; its key stays locked until "
-                    "lock_timeout",
-                    claim.record_id,
-                )
-                stored = None
-            done(stored)
+            done(_store_after_view(alias, claim, response, request_id, options, in_caller))
 
     if options.request_id_header:
         response[options.request_id_header] = request_id
     return response
 
 
-def _log_fenced(claim: store.Claim) -> None:
-    logger.warning(
-        "Idempotency record %s was taken over while its view ran (longer than "
-        "lock_timeout); the response was not stored",
-        claim.record_id,
-    )
+def _store_after_view(
+    alias: str,
+    claim: store.Claim,
+    response: HttpResponseBase,
+    request_id: str,
+    options: Options,
+    savepoint: bool = False,
+) -> store.StoredResponse | None:
+    """Outside atomic mode the view's effects are committed: store its answer,
+    and if that fails keep the claim, so no retry runs the view again before
+    lock_timeout. The client gets the real result either way."""
+    connection = connections[alias]
+    try:
+        if savepoint:
+            # A failure here must not abort the caller's transaction.
+            with transaction.atomic(using=alias):
+                return _finish(connection, claim, response, request_id, options)
+        return _finish(connection, claim, response, request_id, options)
+    except _Fenced:
+        logger.warning(
+            "Idempotency record %s was taken over while its view ran (longer than "
+            "lock_timeout); the response was not stored",
+            claim.record_id,
+        )
+    except Exception:
+        logger.exception(
+            "Could not store idempotency record %s; its key stays locked until lock_timeout",
+            claim.record_id,
+        )
+    return None
 
 
 def _rendered(
