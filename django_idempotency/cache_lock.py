@@ -20,6 +20,13 @@ from django.core.cache import caches
 
 from .store import StoredResponse
 
+# Imported here, never on the request path: threads of a cold worker racing to
+# import a module for the first time fail with "partially initialized module".
+try:
+    from django_redis import get_redis_connection
+except ImportError:  # the optional extra is not installed; check E005 says so
+    get_redis_connection = None
+
 logger = logging.getLogger("django_idempotency")
 
 # One round trip: the cached response if any, else the lock (taken if free).
@@ -65,8 +72,8 @@ def _run_script(client: Any, source: str, keys: list[str], args: list[Any]) -> A
 
 
 def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
-    from django_redis import get_redis_connection
-
+    if get_redis_connection is None:
+        raise LookupError("django-redis is not installed")
     cache = caches[alias]
     client = get_redis_connection(alias)
     return (
@@ -94,8 +101,6 @@ def check(
     alias: str, lookup_hash: str, fingerprint: str, token: str, lock_timeout: timedelta
 ) -> Acquired | Held | Cached | None:
     """None means Redis could not answer: fall back to the database alone."""
-    from redis.exceptions import RedisError
-
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
         lock_value = f"{token}:{fingerprint}"
@@ -105,19 +110,21 @@ def check(
             [response_key, lock_key],
             [lock_value, int(lock_timeout.total_seconds() * 1000)],
         )
-    except RedisError:
+        kind = result[0].decode() if isinstance(result[0], bytes) else result[0]
+        if kind == "A":
+            return Acquired(lock_value)
+        if kind == "R":
+            cached_fingerprint, stored = _decode(result[1])
+            return Cached(cached_fingerprint == fingerprint, stored)
+        holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
+        return Held(holder.endswith(f":{fingerprint}"))
+    except Exception:
+        # Redis down, a broken entry, a misconfigured client: the front is an
+        # optimisation, so any failure of it falls back to the database.
         logger.warning(
             "Redis unavailable for idempotency lock; using the database only", exc_info=True
         )
         return None
-    kind = result[0].decode() if isinstance(result[0], bytes) else result[0]
-    if kind == "A":
-        return Acquired(lock_value)
-    if kind == "R":
-        cached_fingerprint, stored = _decode(result[1])
-        return Cached(cached_fingerprint == fingerprint, stored)
-    holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
-    return Held(holder.endswith(f":{fingerprint}"))
 
 
 def finish(
@@ -129,8 +136,6 @@ def finish(
     ttl: timedelta,
 ) -> None:
     """Cache a stored response (after the database committed it) and/or drop our lock."""
-    from redis.exceptions import RedisError
-
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
         payload = _encode(fingerprint, stored) if stored is not None else b""
@@ -140,6 +145,6 @@ def finish(
             [response_key, lock_key],
             [lock_value or "", int(ttl.total_seconds() * 1000), payload],
         )
-    except RedisError:
+    except Exception:
         # A lock left behind expires after lock_timeout; the database decides meanwhile.
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)

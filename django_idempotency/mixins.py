@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from . import engine
 from .decorators import MARKER
@@ -25,6 +26,7 @@ class IdempotencyMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _check_base_order(cls)
         # Validated when the class is defined, like the decorator's options.
         cls._idempotency_view_options = engine.ViewOptions(cls.idempotency_options)
 
@@ -44,3 +46,22 @@ class IdempotencyMixin:
             return engine.handle(self, request, handler, a, kw, options)  # type: ignore[arg-type]
 
         setattr(self, method, idempotent_handler)
+
+
+_MIXIN_ORDER_HINT = """\
+IdempotencyMixin must come before the DRF view class in the bases of {name},
+or DRF's initial() runs without it and no key is ever checked:
+
+    class {name}(IdempotencyMixin, {base}):
+        ..."""
+
+
+def _check_base_order(cls: type) -> None:
+    """Refuse ``class V(APIView, IdempotencyMixin)`` when the class is created:
+    there ``APIView.initial`` comes first in the MRO and never calls ours."""
+    mro = cls.__mro__
+    mixin_at = mro.index(IdempotencyMixin)
+    for base in mro[:mixin_at]:
+        if base is not cls and issubclass(base, APIView) and "initial" in vars(base):
+            first_drf = next(b for b in cls.__bases__ if issubclass(b, APIView))
+            raise TypeError(_MIXIN_ORDER_HINT.format(name=cls.__name__, base=first_drf.__name__))

@@ -151,3 +151,35 @@ def test_unreachable_redis_falls_back_to_the_database():
     assert mismatch.status_code == 422
     assert Payment.objects.count() == 1
     assert IdempotencyRecord.objects.get(key="redis-down").state == State.COMPLETED
+
+
+@needs_redis
+def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
+    client = APIClient()
+    first = post(client, "redis-garbage")
+    for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):
+        if b"idempotency:response:" in k:
+            redis_lock.set(k, b"not json at all")
+    replay = post(client, "redis-garbage")
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == first.content
+    assert Payment.objects.count() == 1
+
+
+def test_the_redis_client_is_imported_before_any_request():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, django; django.setup()\n"
+        "import django_idempotency.engine\n"
+        "assert 'django_redis' in sys.modules, 'django_redis is imported lazily'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
