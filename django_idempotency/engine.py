@@ -371,8 +371,9 @@ def _store_after_view(
         return _finish(connection, claim, response, request_id, options)
     except _Fenced:
         logger.warning(
-            "Idempotency record %s was taken over while its view ran (longer than "
-            "lock_timeout); the response was not stored",
+            "Idempotency record %s: its view ran longer than lock_timeout and its "
+            "claim is gone (taken over by a retry, or deleted by the purge or an "
+            "admin); the response was not stored",
             claim.record_id,
         )
     except Exception:

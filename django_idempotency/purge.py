@@ -54,6 +54,10 @@ class PurgeResult:
         return self.expired + self.abandoned
 
 
+#: A century: far longer than any retention, far inside every database's date range.
+MAX_AGE = timedelta(days=36500)
+
+
 def parse_age(text: str) -> timedelta:
     """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` or combined (``"1d12h"``)."""
     cleaned = text.strip().lower()
@@ -62,9 +66,19 @@ def parse_age(text: str) -> timedelta:
             f"invalid age {text!r}: use a number and a unit (w, d, h, m, s), e.g. 7d or 12h"
         )
     total = timedelta()
-    for number, unit in _AGE_PART.findall(cleaned):
-        total += timedelta(**{_AGE_UNITS[unit]: int(number)})
+    try:
+        for number, unit in _AGE_PART.findall(cleaned):
+            total += timedelta(**{_AGE_UNITS[unit]: int(number)})
+    except OverflowError:
+        total = MAX_AGE + MAX_AGE
+    if total > MAX_AGE:
+        # Past this the databases' date arithmetic overflows too.
+        raise ValueError(f"age {text!r} is too large: at most {MAX_AGE.days}d")
     return total
+
+
+def batches_text(count: int) -> str:
+    return f"{count} batch" if count == 1 else f"{count} batches"
 
 
 def database_time_ago(alias: str, age: timedelta) -> RawSQL:
@@ -189,12 +203,12 @@ def purge(
     # DEBUG, not INFO: a project logging INFO to stderr would otherwise make
     # "-v 0" under cron mail a line every few minutes.
     logger.debug(
-        "Idempotency purge on %r%s: %d expired, %d abandoned in %d batches, %.2fs",
+        "Idempotency purge on %r%s: %d expired, %d abandoned in %s, %.2fs",
         alias,
         " (dry run)" if dry_run else "",
         result.expired,
         result.abandoned,
-        result.batches,
+        batches_text(result.batches),
         result.seconds,
     )
     return result

@@ -210,7 +210,7 @@ def test_logs_one_debug_line_and_nothing_louder(caplog):
 
     records = [r for r in caplog.records if r.name == "django_idempotency"]
     assert [r.levelno for r in records] == [logging.DEBUG]
-    assert "2 expired, 0 abandoned in 1 batches" in records[0].getMessage()
+    assert "2 expired, 0 abandoned in 1 batch," in records[0].getMessage()
 
 
 @pytest.mark.parametrize(
@@ -460,3 +460,16 @@ def test_an_expired_record_whose_claim_is_still_live_is_kept():
     assert result.expired == 1
     assert remaining_ids() == {running.pk}
     assert old[0].pk not in remaining_ids()
+
+
+@pytest.mark.parametrize("age", ["99999999999d", "36501d", "99999999999999w"])
+def test_an_age_too_large_is_a_command_error_not_a_traceback(age):
+    with pytest.raises(CommandError, match="too large"):
+        call_command("purge_idempotency_records", "--older-than", age)
+
+
+def test_one_batch_is_reported_in_the_singular():
+    expired(1)
+    out = StringIO()
+    call_command("purge_idempotency_records", stdout=out)
+    assert "1 batch." in out.getvalue()

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils.connection import ConnectionDoesNotExist
 
-from django_idempotency.purge import DEFAULT_BATCH_SIZE, parse_age, purge
+from django_idempotency.purge import DEFAULT_BATCH_SIZE, batches_text, parse_age, purge
 
 
 class Command(BaseCommand):
@@ -99,6 +99,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Deleted {result.total} idempotency records ({details}) "
-                    f"in {result.seconds:.2f}s, {result.batches} batches."
+                    f"in {result.seconds:.2f}s, {batches_text(result.batches)}."
                 )
             )
