@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db.utils import load_backend
 
-from .conf import parse_setting
-from .options import OptionError
+from .conf import GLOBAL_DEFAULTS, parse_setting
+from .options import SPECS, OptionError
 
 _DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
 SUPPORTED_VENDORS = ("postgresql", "mysql", "sqlite")
@@ -20,7 +20,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     try:
         parsed = parse_setting(getattr(settings, "IDEMPOTENCY", None))
     except OptionError as exc:
-        return [Error(f"IDEMPOTENCY setting: {exc}.", hint=_DOCS, id="django_idempotency.E001")]
+        names = sorted([*GLOBAL_DEFAULTS, *(spec.setting_name for spec in SPECS)])
+        return [
+            Error(
+                f"IDEMPOTENCY setting: {exc}.",
+                hint=f"Valid names: {', '.join(names)}. {_DOCS}",
+                id="django_idempotency.E001",
+            )
+        ]
 
     messages: list[CheckMessage] = []
     databases = getattr(settings, "DATABASES", {})

@@ -71,6 +71,14 @@ def get_settings() -> AppSettings:
     return _cache
 
 
+def setting_is_valid() -> bool:
+    try:
+        get_settings()
+    except ImproperlyConfigured:
+        return False
+    return True
+
+
 def resolve(view_options: Mapping[str, Any]) -> Options:
     """Defaults < ``IDEMPOTENCY`` < per-view options."""
     try:

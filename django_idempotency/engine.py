@@ -56,9 +56,11 @@ class ViewOptions:
             raise ImproperlyConfigured(f"idempotency options: {exc}") from None
         self._resolved: Options | None = None
         self._generation = -1
-        if settings.configured:
+        if settings.configured and conf.setting_is_valid():
             # Report impossible combinations (with the settings in force) at
-            # import time, not on the first request.
+            # import time, not on the first request. A broken IDEMPOTENCY
+            # setting is left to check E001: raising here, while the URLconf
+            # is imported, would hide it behind a traceback.
             self.get()
 
     def get(self) -> Options:

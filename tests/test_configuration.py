@@ -320,3 +320,43 @@ def test_every_option_is_a_decorator_keyword_and_an_upper_case_setting():
     make_mixin_view(defaults)
     with override_settings(IDEMPOTENCY={name.upper(): value for name, value in defaults.items()}):
         assert ids(check_settings()) == []
+
+
+def test_e001_is_reported_by_check_in_a_project_with_decorated_views(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A real project: the URLconf (full of decorated views) is imported by the
+    # URL checks, after the setting's own check has had its say.
+    (tmp_path / "typo_settings.py").write_text(
+        "from tests.settings import *\nIDEMPOTENCY = {'REQUIERD': True}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=root,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "typo_settings",
+            "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "django_idempotency.E001" in result.stderr
+    assert "REQUIERD" in result.stderr and "REQUIRED" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_still_fails_the_first_request_clearly():
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    with (
+        override_settings(IDEMPOTENCY={"REQUIERD": True}),
+        pytest.raises(ImproperlyConfigured, match="REQUIERD"),
+    ):
+        client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
