@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -25,6 +26,14 @@ authentication, permission and throttle checks:
 On a class-based view, decorate its handler methods or use IdempotencyMixin."""
 
 
+def async_refusal(name: str) -> str:
+    return (
+        f"{name} is an async view: django_idempotency does not protect async handlers "
+        "yet (neither adrf's nor Django's async def views). Use a sync handler, or "
+        "leave this view without idempotency keys."
+    )
+
+
 @overload
 def idempotent(func: F, /) -> F: ...
 @overload
@@ -47,6 +56,8 @@ def idempotent(func: F | None = None, /, **options: Any) -> F | Callable[[F], F]
             raise TypeError(_ORDER_HINT.format(name=name))
         if not callable(handler):
             raise TypeError(f"@idempotent decorates a view function or method, not {handler!r}")
+        if inspect.iscoroutinefunction(handler):
+            raise TypeError(async_refusal(getattr(handler, "__qualname__", repr(handler))))
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -7,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from . import engine
-from .decorators import MARKER
+from .decorators import MARKER, async_refusal
 
 
 class IdempotencyMixin:
@@ -27,6 +28,7 @@ class IdempotencyMixin:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_base_order(cls)
+        _refuse_async_handlers(cls)
         # Validated when the class is defined, like the decorator's options.
         cls._idempotency_view_options = engine.ViewOptions(cls.idempotency_options)
 
@@ -65,3 +67,14 @@ def _check_base_order(cls: type) -> None:
         if base is not cls and issubclass(base, APIView) and "initial" in vars(base):
             first_drf = next(b for b in cls.__bases__ if issubclass(b, APIView))
             raise TypeError(_MIXIN_ORDER_HINT.format(name=cls.__name__, base=first_drf.__name__))
+
+
+def _refuse_async_handlers(cls: type) -> None:
+    """Accepting an async handler would break at request time (the engine is
+    sync): refuse it when the class is defined, as the decorator does."""
+    names = set(getattr(cls, "http_method_names", ()))
+    names.update(name for name, value in vars(cls).items() if hasattr(value, "mapping"))
+    for name in sorted(names):
+        handler = getattr(cls, name, None)
+        if handler is not None and inspect.iscoroutinefunction(handler):
+            raise TypeError(async_refusal(f"{cls.__qualname__}.{name}"))
