@@ -30,6 +30,7 @@ from .exceptions import (
     KeyMissing,
     KeyReused,
     RequestInProgress,
+    RequestUnrecordable,
     Unavailable,
 )
 from .identity import endpoint_of, fingerprint_of, lookup_hash, request_id_of, scope_of
@@ -109,6 +110,11 @@ def handle(
         ttl=options.ttl,
         lock_timeout=options.lock_timeout,
     )
+    if not store.storable(new):
+        # Not an outage: the client sent what no column can hold. A 503 here
+        # would let any caller fake a database alarm and retry forever.
+        logger.info("Idempotency record not storable for %s; answering 400", endpoint)
+        return _problem(RequestUnrecordable(), request_id, options)
     app_settings = conf.get_settings()
     alias = app_settings.database
     sender = type(view)

@@ -57,6 +57,16 @@ class KeyInvalid(IdempotencyError):
     title = _("Idempotency key invalid")
 
 
+class RequestUnrecordable(IdempotencyError):
+    default_code = "idempotency_request_unrecordable"
+    title = _("Request cannot be recorded")
+    default_detail = _(
+        "This request carries a value that cannot be stored with its idempotency "
+        "key (a NUL character in its path). It was not processed; retrying it "
+        "unchanged will fail the same way."
+    )
+
+
 class KeyReused(IdempotencyError):
     status_code = 422
     default_code = "idempotency_key_reused"

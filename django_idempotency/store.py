@@ -180,6 +180,13 @@ def snapshot_isolation(connection: BaseDatabaseWrapper) -> bool:
     return level in (2, 3)  # psycopg2's ISOLATION_LEVEL_REPEATABLE_READ / _SERIALIZABLE
 
 
+def storable(new: NewRecord) -> bool:
+    """False when a value of the record cannot be stored on every backend:
+    PostgreSQL text cannot hold NUL. The key and request id are validated on
+    their own; path, scope and endpoint come from the URL or user callables."""
+    return not any("\0" in value for value in (new.path, new.scope, new.endpoint))
+
+
 def new_token() -> str:
     return secrets.token_hex(16)
 

@@ -28,6 +28,8 @@ urlpatterns = [
     path("mixin-override/", views.MixinOverrideView.as_view()),
     path("bare/", views.bare_view),
     path("headers/", views.headers_view),
+    path("items/<str:slug>/", views.item_view),
+    path("nul-scope/", views.nul_scope_view),
     *(path(f"options/{name}/", view) for name, view in views.option_views.items()),
     path("", include(router.urls)),
 ]

@@ -258,3 +258,15 @@ def _option_view(name, options):
 
 
 option_views = {name: _option_view(name, options) for name, options in OPTION_VIEWS.items()}
+
+
+@api_view(["POST"])
+@idempotent
+def item_view(request, slug):
+    return _create(request)
+
+
+@api_view(["POST"])
+@idempotent(scope=lambda request: "tenant:\0" + request.headers.get("X-Tenant", ""))
+def nul_scope_view(request):
+    return _create(request)

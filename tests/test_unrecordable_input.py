@@ -1,0 +1,50 @@
+"""Input that no record can hold is the client's error (400), never an outage
+(503 + Retry-After, which tells clients to retry forever)."""
+
+import logging
+
+import pytest
+from rest_framework.test import APIClient
+
+from django_idempotency.models import IdempotencyRecord
+from tests.testapp.models import Payment
+
+pytestmark = pytest.mark.django_db
+
+
+def _post(client, path, key="nul-1", **extra):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return client.post(path, {"amount": 1}, format="json", **headers, **extra)
+
+
+def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(caplog):
+    caplog.set_level(logging.INFO, logger="django_idempotency")
+    client = APIClient()
+    response = _post(client, "/items/a%00b/")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "idempotency_request_unrecordable"
+    assert "Retry-After" not in response
+    assert Payment.objects.count() == 0
+    assert not IdempotencyRecord.objects.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_the_same_path_without_a_key_runs_the_view():
+    response = _post(APIClient(), "/items/a%00b/", key=None)
+    assert response.status_code == 201
+
+
+def test_a_normal_path_on_the_same_route_is_recorded():
+    client = APIClient()
+    first = _post(client, "/items/ab/", key="nul-2")
+    replay = _post(client, "/items/ab/", key="nul-2")
+    assert first.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_scope_callable_returning_a_nul_is_not_reported_as_an_outage():
+    response = _post(APIClient(), "/nul-scope/", key="nul-3")
+    assert response.status_code == 400
+    assert response.json()["code"] == "idempotency_request_unrecordable"
+    assert Payment.objects.count() == 0
