@@ -442,8 +442,10 @@ def _finish(
 def _release_quietly(alias: str, claim: store.Claim) -> None:
     """Release on the claiming connection: it commits even when the caller's
     transaction is about to roll back. A failure leaves the claim to expire."""
-    connection, _ = claim_connection(alias)
     try:
+        # Inside the try: finding the connection may itself need the database
+        # (a reconnect to a server that is gone).
+        connection, _ = claim_connection(alias)
         store.release(connection, claim)
     except DatabaseError:
         logger.exception(

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from django_idempotency.models import IdempotencyRecord, State
 from tests.testapp.models import Payment
 
-from .helpers import wait_for_lock_expiry
+from .helpers import Background, wait_for_claim, wait_for_lock_expiry
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.concurrency.urls")]
 
@@ -183,3 +183,45 @@ def test_lost_connection_while_claiming_answers_503(server_factory):
     retry = server.post("plain/", "connection-lost")
     assert retry.status_code == 201
     assert Payment.objects.filter(reference="connection-lost").count() == 1
+
+
+@pytest.mark.processes
+def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(server_factory):
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating a server-side session is shown on PostgreSQL")
+    server = server_factory(workers=1, SERVER_CONN_MAX_AGE="1")
+    assert server.post("atomic/", "atomic-warm-up").status_code == 201
+    key = "atomic-outage"
+    slow = Background(lambda: server.post("atomic/", key, headers={"X-Sleep": "1.5"}))
+    wait_for_claim(key)
+    # The view's writes are in its open transaction; now the database goes
+    # away for the worker: its session dies and new connections are refused.
+    import psycopg
+
+    db = connection.settings_dict
+    name = connection.ops.quote_name(db["NAME"])
+    admin = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
+        dbname="postgres", autocommit=True,
+    )
+    try:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> %s",
+            [db["NAME"], connection.connection.info.backend_pid],
+        )
+        response = slow.result()
+    finally:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        admin.close()
+    assert response.status_code == 503
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "idempotency_unavailable"
+    assert "Retry-After" in response.headers
+    assert Payment.objects.filter(reference=key).count() == 0  # rolled back with the session
+    # The release could not reach the database either: the claim expires.
+    wait_for_lock_expiry(key)
+    retry = server.post("atomic/", key)
+    assert retry.status_code == 201
+    assert Payment.objects.filter(reference=key).count() == 1
