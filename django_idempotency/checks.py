@@ -6,10 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, connections
 from django.db.utils import load_backend
 
 from .conf import GLOBAL_DEFAULTS, parse_setting
 from .options import SPECS, OptionError
+from .store import table_exists
 
 _DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
 SUPPORTED_VENDORS = ("postgresql", "mysql", "sqlite")
@@ -86,3 +88,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+@register(Tags.database)
+def check_table(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``manage.py check --database ALIAS``: is the records table there?
+
+    A warning, not an error: ``migrate`` runs the database checks too, and
+    must not be stopped from creating the table it reports.
+    """
+    try:
+        alias = parse_setting(getattr(settings, "IDEMPOTENCY", None)).database
+    except OptionError:
+        return []  # E001 says what is wrong
+    if not databases or alias not in databases or alias not in connections:
+        return []
+    try:
+        present = table_exists(connections[alias])
+    except DatabaseError as exc:
+        return [
+            Warning(
+                f"Could not look for the idempotency records table on {alias!r}: {exc}",
+                id="django_idempotency.W003",
+            )
+        ]
+    if present:
+        return []
+    command = "manage.py migrate django_idempotency"
+    if alias != "default":
+        command += f" --database {alias}"
+    return [
+        Warning(
+            f"The idempotency records table does not exist on database {alias!r}: "
+            "every request with a key will be answered 500.",
+            hint=f"Run '{command}'.",
+            id="django_idempotency.W002",
+        )
+    ]

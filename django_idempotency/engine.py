@@ -29,6 +29,7 @@ from .exceptions import (
     KeyInvalid,
     KeyMissing,
     KeyReused,
+    NotMigrated,
     RequestInProgress,
     RequestUnrecordable,
     Unavailable,
@@ -168,6 +169,15 @@ def handle(
         try:
             outcome = _claim(alias, new)
         except DatabaseError:
+            if not _table_exists(alias):
+                # Permanent: a 503 with Retry-After would have clients retry forever.
+                logger.error(
+                    "The idempotency records table is missing on database %r: run "
+                    "'manage.py migrate django_idempotency%s'. Answering 500.",
+                    alias,
+                    "" if alias == "default" else f" --database {alias}",
+                )
+                return _problem(NotMigrated(), request_id, options)
             logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
             return _problem(Unavailable(), request_id, options)
         if isinstance(outcome, store.Existing):
@@ -437,6 +447,16 @@ def _finish(
     if not store.complete(connection, claim, stored):
         raise _Fenced
     return stored
+
+
+def _table_exists(alias: str) -> bool:
+    """After a failed claim: True unless the table is known to be missing (an
+    unreachable database counts as an outage, not as a missing table)."""
+    try:
+        connection, _ = claim_connection(alias)
+        return store.table_exists(connection)
+    except DatabaseError:
+        return True
 
 
 def _release_quietly(alias: str, claim: store.Claim) -> None:

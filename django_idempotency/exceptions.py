@@ -67,6 +67,16 @@ class RequestUnrecordable(IdempotencyError):
     )
 
 
+class NotMigrated(IdempotencyError):
+    status_code = 500
+    default_code = "idempotency_not_migrated"
+    title = _("Idempotency store not installed")
+    default_detail = _(
+        "The request was not processed: the server's idempotency records table "
+        "does not exist. This is a server misconfiguration, not a temporary outage."
+    )
+
+
 class KeyReused(IdempotencyError):
     status_code = 422
     default_code = "idempotency_key_reused"

@@ -187,6 +187,11 @@ def storable(new: NewRecord) -> bool:
     return not any("\0" in value for value in (new.path, new.scope, new.endpoint))
 
 
+def table_exists(connection: BaseDatabaseWrapper) -> bool:
+    """Asked only after a failure (and by a system check): never on the hot path."""
+    return IdempotencyRecord._meta.db_table in connection.introspection.table_names()
+
+
 def new_token() -> str:
     return secrets.token_hex(16)
 
