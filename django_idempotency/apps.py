@@ -9,7 +9,7 @@ class IdempotencyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import cache_lock, checks  # noqa: F401  (checks registers the system checks)
         from .connections import close_side_connections
 
         request_finished.connect(close_side_connections, dispatch_uid="django_idempotency")

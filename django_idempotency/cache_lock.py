@@ -17,7 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.cache import caches
+from django.db import connections, transaction
 
+from . import conf
+from .connections import in_caller_transaction
 from .store import StoredResponse
 
 # Imported here, never on the request path: threads of a cold worker racing to
@@ -148,3 +151,45 @@ def finish(
     except Exception:
         # A lock left behind expires after lock_timeout; the database decides meanwhile.
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
+
+
+def forget(alias: str, lookup_hashes: list[str]) -> None:
+    """Drop the cached responses of deleted records: the database is the
+    source of truth, and a deleted record lets the next retry run again."""
+    if not lookup_hashes:
+        return
+    try:
+        if get_redis_connection is None:
+            raise LookupError("django-redis is not installed")
+        cache = caches[alias]
+        client = get_redis_connection(alias)
+        for start in range(0, len(lookup_hashes), 1000):
+            client.delete(
+                *(
+                    cache.make_key(f"idempotency:response:{h}")
+                    for h in lookup_hashes[start : start + 1000]
+                )
+            )
+    except Exception:
+        logger.warning(
+            "Could not drop %d deleted idempotency records from Redis; they are "
+            "replayed from Redis until their expiry",
+            len(lookup_hashes),
+            exc_info=True,
+        )
+
+
+def forget_deleted(database: str, lookup_hashes: list[str]) -> None:
+    """After records were deleted on ``database``: forget them in Redis once
+    the deletion is committed (at once in autocommit)."""
+    app_settings = conf.get_settings()
+    if app_settings.lock != "cache" or not lookup_hashes:
+        return
+
+    def run() -> None:
+        forget(app_settings.cache_alias, lookup_hashes)
+
+    if in_caller_transaction(connections[database]):
+        transaction.on_commit(run, using=database)
+    else:
+        run()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -11,6 +12,26 @@ from .options import KEY_MAX_LENGTH_LIMIT
 class State(models.TextChoices):
     IN_PROGRESS = "in_progress", _("in progress")
     COMPLETED = "completed", _("completed")
+
+
+class RecordQuerySet(models.QuerySet["IdempotencyRecord"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Deleting records (admin, shell, code) also makes Redis forget them."""
+        from .cache_lock import forget_deleted  # loaded by AppConfig.ready()
+
+        hashes = list(self.values_list("lookup_hash", flat=True)) if _cache_front() else []
+        result = super().delete()
+        forget_deleted(self.db, hashes)
+        return result
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+
+def _cache_front() -> bool:
+    from .conf import get_settings
+
+    return get_settings().lock == "cache"
 
 
 class IdempotencyRecord(models.Model):
@@ -62,6 +83,8 @@ class IdempotencyRecord(models.Model):
     )
     response_body = models.BinaryField(_("response body"), null=True)
 
+    objects = RecordQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("idempotency record")
         verbose_name_plural = _("idempotency records")
@@ -78,6 +101,14 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.scope}, {self.get_state_display()})"
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        from .cache_lock import forget_deleted  # loaded by AppConfig.ready()
+
+        using = kwargs.get("using") or self._state.db or "default"
+        result = super().delete(*args, **kwargs)
+        forget_deleted(using, [self.lookup_hash])
+        return result
 
     @property
     def headers(self) -> list[tuple[str, str]]:

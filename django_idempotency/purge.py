@@ -24,7 +24,7 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
-from . import conf
+from . import cache_lock, conf
 from .models import IdempotencyRecord, State
 from .store import Dialect
 
@@ -118,19 +118,29 @@ def delete_in_batches(
     # Ordering by an indexed column makes each SELECT an index range scan that
     # starts at the first remaining row, instead of a table scan that wades
     # through the rows previous batches left dead.
-    ids_query = queryset.order_by(order_by).values_list("pk", flat=True)
+    # With the Redis front, each batch's lookup hashes too, so that Redis
+    # forgets what the database no longer holds.
+    redis_front = conf.get_settings().lock == "cache"
+    ordered = queryset.order_by(order_by)
     deleted = batches = 0
     while True:
         # No transaction spans the SELECT and the DELETE: the DELETE re-checks
         # the filter anyway, and on SQLite a transaction that reads before it
         # writes cannot wait for a concurrent writer ("database is locked").
-        ids = list(ids_query[:batch_size])
+        hashes: list[str] = []
+        if redis_front:
+            rows = list(ordered.values_list("pk", "lookup_hash")[:batch_size])
+            ids = [pk for pk, _ in rows]
+            hashes = [lookup for _, lookup in rows]
+        else:
+            ids = list(ordered.values_list("pk", flat=True)[:batch_size])
         if not ids:
             break
         # One statement, so in autocommit one short transaction. _raw_delete,
         # never the Collector, which would load every row (bodies included) as
         # soon as a project connects any pre_delete/post_delete receiver.
         count = queryset.filter(pk__in=ids)._raw_delete(alias)
+        cache_lock.forget_deleted(alias, hashes)
         deleted += count
         batches += 1
         if on_batch is not None:

@@ -183,3 +183,67 @@ def test_the_redis_client_is_imported_before_any_request():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _replayed_then_deleted(client, key, delete):
+    assert post(client, key).status_code == 201
+    assert post(client, key).headers["Idempotent-Replayed"] == "true"  # from Redis
+    delete()
+    again = post(client, key)
+    assert again.status_code == 201
+    assert "Idempotent-Replayed" not in again.headers  # the view ran again
+    return again
+
+
+@needs_redis
+def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
+    client = APIClient()
+    _replayed_then_deleted(
+        client, "forget-qs", lambda: IdempotencyRecord.objects.filter(key="forget-qs").delete()
+    )
+    _replayed_then_deleted(
+        client, "forget-obj", lambda: IdempotencyRecord.objects.get(key="forget-obj").delete()
+    )
+    assert Payment.objects.count() == 4
+
+
+@needs_redis
+def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
+    redis_lock, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    admin = Client()
+    admin.force_login(
+        get_user_model().objects.create_superuser("forget-admin", "a@example.com", "pw")
+    )
+
+    def delete_in_admin() -> None:
+        record = IdempotencyRecord.objects.get(key="forget-admin")
+        url = reverse("admin:django_idempotency_idempotencyrecord_delete", args=[record.pk])
+        # The admin deletes in a transaction: Redis forgets once it commits.
+        with django_capture_on_commit_callbacks(execute=True):
+            assert admin.post(url, {"post": "yes"}).status_code == 302
+        assert not IdempotencyRecord.objects.filter(pk=record.pk).exists()
+
+    _replayed_then_deleted(APIClient(), "forget-admin", delete_in_admin)
+
+
+@needs_redis
+def test_purging_records_makes_redis_forget_them(redis_lock):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from django_idempotency.purge import purge
+
+    def expire_and_purge() -> None:
+        # The database says it expired (Redis still holds its copy): purge it.
+        IdempotencyRecord.objects.filter(key="forget-purge").update(
+            expires_at=timezone.now() - dt.timedelta(minutes=1)
+        )
+        assert purge().expired == 1
+
+    _replayed_then_deleted(APIClient(), "forget-purge", expire_and_purge)
