@@ -101,12 +101,19 @@ def _decode(raw: bytes) -> tuple[str, StoredResponse]:
 
 
 def check(
-    alias: str, lookup_hash: str, fingerprint: str, token: str, lock_timeout: timedelta
+    alias: str,
+    lookup_hash: str,
+    fingerprints: tuple[str, ...],
+    token: str,
+    lock_timeout: timedelta,
 ) -> Acquired | Held | Cached | None:
-    """None means Redis could not answer: fall back to the database alone."""
+    """None means Redis could not answer: fall back to the database alone.
+
+    ``fingerprints``: the request's, under each secret key; the first is written.
+    """
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
-        lock_value = f"{token}:{fingerprint}"
+        lock_value = f"{token}:{fingerprints[0]}"
         result = _run_script(
             client,
             _CHECK,
@@ -118,9 +125,9 @@ def check(
             return Acquired(lock_value)
         if kind == "R":
             cached_fingerprint, stored = _decode(result[1])
-            return Cached(cached_fingerprint == fingerprint, stored)
+            return Cached(cached_fingerprint in fingerprints, stored)
         holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
-        return Held(holder.endswith(f":{fingerprint}"))
+        return Held(holder.rpartition(":")[2] in fingerprints)
     except Exception:
         # Redis down, a broken entry, a misconfigured client: the front is an
         # optimisation, so any failure of it falls back to the database.

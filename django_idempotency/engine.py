@@ -34,7 +34,7 @@ from .exceptions import (
     RequestUnrecordable,
     Unavailable,
 )
-from .identity import endpoint_of, fingerprint_of, lookup_hash, request_id_of, scope_of
+from .identity import endpoint_of, fingerprints_of, lookup_hash, request_id_of, scope_of
 from .keys import InvalidKey, parse_key
 from .options import OptionError, Options, validate_options
 from .responses import replay, storable_headers, unstorable_reason
@@ -99,6 +99,7 @@ def handle(
 
     endpoint = endpoint_of(request)
     scope = scope_of(request, options)
+    fingerprints = fingerprints_of(request, endpoint, options)
     new = store.NewRecord(
         lookup_hash=lookup_hash(scope, key, endpoint if options.per_endpoint else None),
         key=key,
@@ -106,7 +107,8 @@ def handle(
         endpoint=endpoint,
         method=request.method or "",
         path=request.path,
-        fingerprint=fingerprint_of(request, endpoint, options),
+        fingerprint=fingerprints[0],
+        accepted_fingerprints=fingerprints,
         request_id=request_id,
         ttl=options.ttl,
         lock_timeout=options.lock_timeout,
@@ -124,7 +126,7 @@ def handle(
         fast = cache_lock.check(
             app_settings.cache_alias,
             new.lookup_hash,
-            new.fingerprint,
+            new.accepted_fingerprints,
             store.new_token(),
             options.lock_timeout,
         )

@@ -4,6 +4,7 @@ and request id. Request bodies are hashed here and never stored."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -111,13 +112,32 @@ def _body_digest(request: Request) -> bytes:
         return _parsed_digest(request)
 
 
+def _content_type(request: Request) -> bytes:
+    """The media type and its parameters, without multipart's boundary (new
+    on every send): the same bytes as JSON and as a form are two requests."""
+    django_request = request._request
+    media = (django_request.content_type or "").lower()
+    params = sorted(
+        f"{name.lower()}={value.lower()}"
+        for name, value in (django_request.content_params or {}).items()
+        if name.lower() != "boundary"
+    )
+    return ";".join([media, *params]).encode("latin-1", "replace")
+
+
 def default_fingerprint(request: Request) -> bytes:
+    """An unkeyed digest of what must be identical for a retry: method, path,
+    query string, content type, the representation asked for (``Accept``) and
+    the body. Never stored as it is: see ``keyed_fingerprints``."""
     django_request = request._request
     digest = hashlib.sha256()
+    accept = " ".join(django_request.META.get("HTTP_ACCEPT", "").lower().split())
     for part in (
         (request.method or "").encode(),
         django_request.path.encode(),
         django_request.META.get("QUERY_STRING", "").encode("latin-1"),
+        _content_type(request),
+        accept.encode("latin-1", "replace"),
         _body_digest(request),
     ):
         digest.update(len(part).to_bytes(8, "big"))
@@ -125,9 +145,41 @@ def default_fingerprint(request: Request) -> bytes:
     return digest.digest()
 
 
-def fingerprint_of(request: Request, endpoint: str, options: Options) -> str:
+_KEY_SALT = b"django_idempotency.fingerprint"
+_derived: tuple[tuple[Any, ...], tuple[bytes, ...]] | None = None
+
+
+def _fingerprint_keys() -> tuple[bytes, ...]:
+    """HMAC keys from ``SECRET_KEY`` then each of ``SECRET_KEY_FALLBACKS``,
+    derived once per value of the two settings."""
+    global _derived
+    secrets_ = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+    if _derived is None or _derived[0] != secrets_:
+        keys = tuple(
+            hashlib.sha256(_KEY_SALT + (s.encode() if isinstance(s, str) else s)).digest()
+            for s in secrets_
+        )
+        _derived = (secrets_, keys)
+    return _derived[1]
+
+
+def keyed_fingerprints(material: bytes) -> tuple[str, ...]:
+    """The stored form of a fingerprint: an HMAC, so a short body cannot be
+    recovered from a row by brute force. The first is written; all are
+    accepted, so rotating ``SECRET_KEY`` (old one in ``SECRET_KEY_FALLBACKS``)
+    keeps live keys replaying."""
+    return tuple(hmac.new(key, material, hashlib.sha256).hexdigest() for key in _fingerprint_keys())
+
+
+def request_digest(request: Request) -> str:
+    """The request's keyed fingerprint under the current ``SECRET_KEY``, for
+    scope callables that make "another body" mean "another operation"."""
+    return keyed_fingerprints(default_fingerprint(request))[0]
+
+
+def fingerprints_of(request: Request, endpoint: str, options: Options) -> tuple[str, ...]:
     if options.fingerprint is None:
-        return default_fingerprint(request).hex()
+        return keyed_fingerprints(default_fingerprint(request))
     value = options.fingerprint(request)
     if isinstance(value, str):
         value = value.encode()
@@ -140,7 +192,7 @@ def fingerprint_of(request: Request, endpoint: str, options: Options) -> str:
     digest = hashlib.sha256(endpoint.encode())
     digest.update(b"\0")
     digest.update(value)
-    return digest.hexdigest()
+    return keyed_fingerprints(digest.digest())
 
 
 def request_id_of(request: Request, options: Options) -> str:

@@ -39,6 +39,13 @@ class NewRecord:
     request_id: str
     ttl: timedelta
     lock_timeout: timedelta
+    #: ``fingerprint`` first, then the same request's under older secret keys:
+    #: a record written under any of them is the same request.
+    accepted_fingerprints: tuple[str, ...] = ()
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return self.accepted_fingerprints or (self.fingerprint,)
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,16 @@ def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]
     return sql, params
 
 
-def _select_columns(d: Dialect) -> str:
+def _select_columns(d: Dialect, fingerprints: int) -> str:
     # The body is only fetched when it will be replayed.
+    same = (
+        "fingerprint = %s"
+        if fingerprints == 1
+        else (f"fingerprint IN ({', '.join(['%s'] * fingerprints)})")
+    )
     return (
-        "id, state, fingerprint = %s, token, request_id, response_status, response_headers, "
-        f"CASE WHEN fingerprint = %s THEN response_body END, "
+        f"id, state, {same}, token, request_id, response_status, response_headers, "
+        f"CASE WHEN {same} THEN response_body END, "
         f"expires_at <= {d.now}, locked_until <= {d.now}"
     )
 
@@ -201,9 +213,10 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     d = Dialect(connection)
     token = new_token()
     insert, params = _insert_sql(d, new, token)
-    columns = _select_columns(d)
+    fingerprints = new.fingerprints
+    columns = _select_columns(d, len(fingerprints))
     select = f"SELECT {columns} FROM {d.table} WHERE lookup_hash = %s"
-    select_params = [new.fingerprint, new.fingerprint, new.lookup_hash]
+    select_params = [*fingerprints, *fingerprints, new.lookup_hash]
     with connection.cursor() as cursor:
         if d.vendor == "postgresql":
             # One round trip: the SELECT branch returns the existing row when the

@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
-from django_idempotency.identity import default_fingerprint
+from django_idempotency.identity import default_fingerprint, keyed_fingerprints
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory
 from tests.testapp.models import Payment
@@ -64,7 +64,7 @@ def fingerprint_for(url, data, method="post", query=""):
     """The default fingerprint of the request APIClient sends with ``post()``."""
     factory = APIRequestFactory()
     django_request = getattr(factory, method)(url + query, data, format="json")
-    return default_fingerprint(Request(django_request)).hex()
+    return keyed_fingerprints(default_fingerprint(Request(django_request)))[0]
 
 
 def record_for(key):

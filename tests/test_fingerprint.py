@@ -66,3 +66,41 @@ def test_test_client_uploads_are_fingerprinted_by_content():
     retry = client.post("/function/", {"amount": 3, "receipt": upload}, HTTP_IDEMPOTENCY_KEY="u2")
     assert first.status_code == 201
     assert retry["Idempotent-Replayed"] == "true"
+
+
+def _send(client, body, content_type, key, **extra):
+    return client.generic(
+        "POST", "/function/", body, content_type=content_type, HTTP_IDEMPOTENCY_KEY=key, **extra
+    )
+
+
+def test_the_same_bytes_under_another_content_type_are_another_request():
+    client = APIClient()
+    first = _send(client, b"amount=5", "application/x-www-form-urlencoded", "ct-1")
+    assert first.status_code == 201
+    other = _send(client, b"amount=5", "text/plain", "ct-1")
+    assert other.status_code == 422
+    assert Payment.objects.count() == 1
+
+
+def test_json_and_a_form_with_the_same_bytes_are_different_requests():
+    client = APIClient()
+    body = b'{"amount": 5}'
+    assert _send(client, body, "application/json", "ct-2").status_code == 201
+    assert _send(client, body, "application/x-www-form-urlencoded", "ct-2").status_code == 422
+    # Letter case and spacing of the media type are not a difference.
+    retry = _send(client, body, "Application/JSON", "ct-2")
+    assert retry["Idempotent-Replayed"] == "true"
+
+
+def test_a_json_retry_never_gets_the_browsable_api_page_stored_for_a_browser():
+    client = APIClient()
+    page = _send(client, b'{"amount": 5}', "application/json", "acc-1", HTTP_ACCEPT="text/html")
+    assert page.status_code == 201
+    assert page["Content-Type"].startswith("text/html")
+    retry = _send(
+        client, b'{"amount": 5}', "application/json", "acc-1", HTTP_ACCEPT="application/json"
+    )
+    assert retry.status_code == 422
+    assert not retry["Content-Type"].startswith("text/html")
+    assert Payment.objects.count() == 1

@@ -8,7 +8,7 @@ import hashlib
 
 from rest_framework.request import Request
 
-from django_idempotency.identity import default_fingerprint, default_scope
+from django_idempotency.identity import default_scope, request_digest
 
 
 def api_key_scope(request: Request) -> str:
@@ -31,4 +31,5 @@ def account_and_request_scope(request: Request) -> str:
     fingerprint (method, path, query string and body) is part of the scope, so
     a different body lands in a different key space.
     """
-    return f"{default_scope(request)}/request:{default_fingerprint(request).hex()}"
+    # Keyed (an HMAC with SECRET_KEY): the scope is stored in clear.
+    return f"{default_scope(request)}/request:{request_digest(request)}"
