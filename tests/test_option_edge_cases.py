@@ -1,4 +1,5 @@
-"""Findings of the specification review, each a behaviour a user relies on."""
+"""Custom fingerprints keep endpoints apart, impossible option values are
+refused at decoration, the admin date hierarchy never scans for DISTINCT dates."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured

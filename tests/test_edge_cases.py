@@ -1,4 +1,6 @@
-"""Review findings: each test fails because of a bug in django_idempotency.
+"""Edge cases of the engine: fingerprints of parsed or streamed bodies, takeovers
+near the end of ttl, Redis and rolled-back transactions, TemplateResponses,
+machine clients' scopes, REPEATABLE READ, ASGI side connections.
 
 Run on each backend: IDEMPOTENCY_TEST_DB=postgresql|mysql|sqlite.
 The module carries its own views and URLs (``@pytest.mark.urls(__name__)``).
