@@ -74,15 +74,21 @@ def _run_script(client: Any, source: str, keys: list[str], args: list[Any]) -> A
     return script(keys=keys, args=args, client=client)
 
 
-def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
+def _client(alias: str) -> Any:
     if get_redis_connection is None:
         raise LookupError("django-redis is not installed")
-    cache = caches[alias]
-    client = get_redis_connection(alias)
+    return get_redis_connection(alias)
+
+
+def _response_key(alias: str, lookup_hash: str) -> str:
+    return str(caches[alias].make_key(f"idempotency:response:{lookup_hash}"))
+
+
+def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
     return (
-        client,
-        cache.make_key(f"idempotency:response:{lookup_hash}"),
-        cache.make_key(f"idempotency:lock:{lookup_hash}"),
+        _client(alias),
+        _response_key(alias, lookup_hash),
+        str(caches[alias].make_key(f"idempotency:lock:{lookup_hash}")),
     )
 
 
@@ -166,17 +172,10 @@ def forget(alias: str, lookup_hashes: list[str]) -> None:
     if not lookup_hashes:
         return
     try:
-        if get_redis_connection is None:
-            raise LookupError("django-redis is not installed")
-        cache = caches[alias]
-        client = get_redis_connection(alias)
+        client = _client(alias)
         for start in range(0, len(lookup_hashes), 1000):
-            client.delete(
-                *(
-                    cache.make_key(f"idempotency:response:{h}")
-                    for h in lookup_hashes[start : start + 1000]
-                )
-            )
+            batch = lookup_hashes[start : start + 1000]
+            client.delete(*(_response_key(alias, h) for h in batch))
     except Exception:
         logger.warning(
             "Could not drop %d deleted idempotency records from Redis; they are "

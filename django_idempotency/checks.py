@@ -11,7 +11,7 @@ from django.db.utils import load_backend
 
 from .conf import GLOBAL_DEFAULTS, parse_setting
 from .options import SPECS, OptionError
-from .store import table_exists
+from .store import migrate_command, table_exists
 
 _DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
 SUPPORTED_VENDORS = ("postgresql", "mysql", "sqlite")
@@ -116,14 +116,11 @@ def check_table(
         ]
     if present:
         return []
-    command = "manage.py migrate django_idempotency"
-    if alias != "default":
-        command += f" --database {alias}"
     return [
         Warning(
             f"The idempotency records table does not exist on database {alias!r}: "
             "every request with a key will be answered 500.",
-            hint=f"Run '{command}'.",
+            hint=f"Run '{migrate_command(alias)}'.",
             id="django_idempotency.W002",
         )
     ]

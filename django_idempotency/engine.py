@@ -99,7 +99,6 @@ def handle(
 
     endpoint = endpoint_of(request)
     scope = scope_of(request, options)
-    fingerprints = fingerprints_of(request, endpoint, options)
     new = store.NewRecord(
         lookup_hash=lookup_hash(scope, key, endpoint if options.per_endpoint else None),
         key=key,
@@ -107,8 +106,7 @@ def handle(
         endpoint=endpoint,
         method=request.method or "",
         path=request.path,
-        fingerprint=fingerprints[0],
-        accepted_fingerprints=fingerprints,
+        fingerprints=fingerprints_of(request, endpoint, options),
         request_id=request_id,
         ttl=options.ttl,
         lock_timeout=options.lock_timeout,
@@ -126,7 +124,7 @@ def handle(
         fast = cache_lock.check(
             app_settings.cache_alias,
             new.lookup_hash,
-            new.accepted_fingerprints,
+            new.fingerprints,
             store.new_token(),
             options.lock_timeout,
         )
@@ -174,10 +172,10 @@ def handle(
             if not _table_exists(alias):
                 # Permanent: a 503 with Retry-After would have clients retry forever.
                 logger.error(
-                    "The idempotency records table is missing on database %r: run "
-                    "'manage.py migrate django_idempotency%s'. Answering 500.",
+                    "The idempotency records table is missing on database %r: run '%s'. "
+                    "Answering 500.",
                     alias,
-                    "" if alias == "default" else f" --database {alias}",
+                    store.migrate_command(alias),
                 )
                 return _problem(NotMigrated(), request_id, options)
             logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)

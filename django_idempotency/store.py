@@ -35,17 +35,16 @@ class NewRecord:
     endpoint: str
     method: str
     path: str
-    fingerprint: str
+    #: The request's fingerprint under each secret key, the current one first
+    #: (written); a record written under any of them is the same request.
+    fingerprints: tuple[str, ...]
     request_id: str
     ttl: timedelta
     lock_timeout: timedelta
-    #: ``fingerprint`` first, then the same request's under older secret keys:
-    #: a record written under any of them is the same request.
-    accepted_fingerprints: tuple[str, ...] = ()
 
     @property
-    def fingerprints(self) -> tuple[str, ...]:
-        return self.accepted_fingerprints or (self.fingerprint,)
+    def fingerprint(self) -> str:
+        return self.fingerprints[0]
 
 
 @dataclass(frozen=True)
@@ -202,6 +201,12 @@ def storable(new: NewRecord) -> bool:
 def table_exists(connection: BaseDatabaseWrapper) -> bool:
     """Asked only after a failure (and by a system check): never on the hot path."""
     return IdempotencyRecord._meta.db_table in connection.introspection.table_names()
+
+
+def migrate_command(alias: str) -> str:
+    """What creates the table on ``alias``: named by the error log and check W002."""
+    command = "manage.py migrate django_idempotency"
+    return command if alias == "default" else f"{command} --database {alias}"
 
 
 def new_token() -> str:

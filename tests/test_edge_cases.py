@@ -210,7 +210,7 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
             endpoint="POST pay/",
             method="POST",
             path="/pay/",
-            fingerprint=fingerprint,
+            fingerprints=(fingerprint,),
             request_id=uuid.uuid4().hex,
             ttl=options.ttl,
             lock_timeout=options.lock_timeout,
