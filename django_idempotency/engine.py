@@ -98,7 +98,10 @@ def handle(
         return _problem(KeyInvalid(str(exc)), request_id, options)
 
     endpoint = endpoint_of(request)
-    scope = scope_of(request, options)
+    try:
+        scope = scope_of(request, options)
+    except IdempotencyError as exc:  # AnonymousKey, or one a scope callable raises
+        return _problem(exc, request_id, options)
     new = store.NewRecord(
         lookup_hash=lookup_hash(scope, key, endpoint if options.per_endpoint else None),
         key=key,

@@ -57,6 +57,16 @@ class KeyInvalid(IdempotencyError):
     title = _("Idempotency key invalid")
 
 
+class AnonymousKey(IdempotencyError):
+    default_code = "idempotency_key_anonymous"
+    title = _("Idempotency key needs a known client")
+    default_detail = _(
+        "This endpoint does not accept an idempotency key from an unauthenticated "
+        "client: keys from clients it cannot tell apart would share their stored "
+        "responses. It was not processed. Authenticate, or send it without the key."
+    )
+
+
 class RequestUnrecordable(IdempotencyError):
     default_code = "idempotency_request_unrecordable"
     title = _("Request cannot be recorded")

@@ -17,22 +17,25 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http.request import RawPostDataException
 from rest_framework.request import Request
 
+from .exceptions import AnonymousKey
 from .options import Options
 
-ANONYMOUS_SCOPE = "anonymous"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 def default_scope(request: Request) -> str:
     """The authenticated user (as resolved by DRF); else the credential itself
-    (API-key and client-credential schemes authenticate without a user); else
-    one anonymous scope."""
+    (API-key and client-credential schemes authenticate without a user).
+
+    A request with neither is refused (:class:`AnonymousKey`): anonymous
+    clients cannot be told apart, and one shared key space would hand one
+    client's stored response to another and let anyone squat keys."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"user:{user.pk}"
     auth = getattr(request, "auth", None)
     if auth is None:
-        return ANONYMOUS_SCOPE
+        raise AnonymousKey()
     pk = getattr(auth, "pk", None)
     if pk is not None:
         return f"auth:{type(auth).__name__}:{pk}"

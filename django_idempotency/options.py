@@ -192,7 +192,8 @@ SPECS: tuple[OptionSpec, ...] = (
         _optional_callable,
         "Callable ``request -> str`` (or dotted path) naming whose key space a key "
         "lives in. Default: the authenticated user, else the credential in "
-        "``request.auth`` (API keys, client credentials), else one shared anonymous scope.",
+        "``request.auth`` (API keys, client credentials); a key from an unauthenticated "
+        "request is refused (400) unless this callable names the client.",
     ),
     OptionSpec(
         "per_endpoint",

@@ -2,11 +2,16 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from .factories import UserFactory
+from .factories import UserFactory, api_client
 
 
 @pytest.fixture
 def client():
+    return api_client()
+
+
+@pytest.fixture
+def anonymous_client():
     return APIClient()
 
 

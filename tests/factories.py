@@ -1,13 +1,26 @@
 import datetime as dt
+import hashlib
 import json
 import secrets
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from django_idempotency.identity import lookup_hash
 from django_idempotency.models import IdempotencyRecord, State
+
+#: The API key the test clients present (tests.testapp.authentication), and the
+#: scope the default scope gives it: anonymous requests cannot send keys.
+CLIENT_API_KEY = "test-client"
+CLIENT_SCOPE = "auth:" + hashlib.sha256(CLIENT_API_KEY.encode()).hexdigest()
+
+
+def api_client(api_key: str = CLIENT_API_KEY, **options: Any) -> APIClient:
+    """A client identified by an API key, without a user."""
+    return APIClient(HTTP_X_API_KEY=api_key, **options)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -27,7 +40,7 @@ class RecordFactory(factory.django.DjangoModelFactory):
         per_endpoint = False
 
     key = factory.Sequence(lambda n: f"key-{n}")
-    scope = "anonymous"
+    scope = CLIENT_SCOPE
     endpoint = "POST function/"
     method = "POST"
     path = "/function/"

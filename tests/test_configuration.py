@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
 from django_idempotency.checks import check_settings
+from tests.factories import api_client
 from tests.test_contract import post
 from tests.testapp.models import Payment
 
@@ -352,9 +353,8 @@ def test_e001_is_reported_by_check_in_a_project_with_decorated_views(tmp_path):
 
 
 def test_a_bad_setting_still_fails_the_first_request_clearly():
-    from rest_framework.test import APIClient
 
-    client = APIClient()
+    client = api_client()
     with (
         override_settings(IDEMPOTENCY={"REQUIERD": True}),
         pytest.raises(ImproperlyConfigured, match="REQUIERD"),

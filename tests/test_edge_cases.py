@@ -41,6 +41,7 @@ from django_idempotency.connections import side_connection
 from django_idempotency.identity import lookup_hash
 from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.options import validate_options
+from tests.factories import CLIENT_API_KEY, CLIENT_SCOPE, api_client
 from tests.settings import REDIS_URL
 from tests.testapp.models import Payment
 
@@ -204,9 +205,9 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
 
     def new_record(fingerprint="f" * 64):
         return store.NewRecord(
-            lookup_hash=lookup_hash("anonymous", "k-ttl", None),
+            lookup_hash=lookup_hash(CLIENT_SCOPE, "k-ttl", None),
             key="k-ttl",
-            scope="anonymous",
+            scope=CLIENT_SCOPE,
             endpoint="POST pay/",
             method="POST",
             path="/pay/",
@@ -274,7 +275,7 @@ def test_redis_never_replays_a_response_whose_transaction_rolled_back(redis_fron
     # The view runs inside a transaction the caller opened (ATOMIC_REQUESTS, or
     # an enclosing atomic()) that rolls back after the view returned: nothing
     # of the operation is committed, the record is not completed.
-    client = APIClient()
+    client = api_client()
     with pytest.raises(_RolledBack), transaction.atomic():
         first = _post(client, "/pay/", 10, "k-redis-rollback")
         assert first.status_code == 201
@@ -320,6 +321,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
             b'{"amount": 1}',
             content_type="application/json",
             HTTP_IDEMPOTENCY_KEY="k-fk",
+            HTTP_X_API_KEY=CLIENT_API_KEY,
         )
         with pytest.raises(IntegrityError):  # at COMMIT: the client gets a 500
             wrapped(request)
@@ -332,7 +334,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
     from django_idempotency import cache_lock
 
     fast = cache_lock.check(
-        "redis", lookup_hash("anonymous", "k-fk", None), "x", "t", timedelta(seconds=5)
+        "redis", lookup_hash(CLIENT_SCOPE, "k-fk", None), "x", "t", timedelta(seconds=5)
     )
     assert not isinstance(fast, cache_lock.Cached), (
         "Redis caches the 201 of a request whose COMMIT failed; retries replay it"
@@ -345,7 +347,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
 def test_template_response_is_not_answered_500_and_not_run_twice():
-    client = APIClient(raise_request_exception=False)
+    client = api_client(raise_request_exception=False)
     first = _post(client, "/pay-html/", 10, "k-html")
     assert Payment.objects.count() == 1  # the payment was made...
     assert first.status_code == 201, (
@@ -357,7 +359,7 @@ def test_template_response_is_not_answered_500_and_not_run_twice():
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
 def test_template_response_payment_is_not_made_again_after_lock_timeout():
-    client = APIClient(raise_request_exception=False)
+    client = api_client(raise_request_exception=False)
     _post(client, "/pay-html/", 10, "k-html-2")
     time.sleep(1.1)  # lock_timeout of the view
     _post(client, "/pay-html/", 10, "k-html-2")
@@ -370,7 +372,7 @@ def test_template_response_payment_is_not_made_again_after_lock_timeout():
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
 def test_authenticated_machine_clients_do_not_share_a_key_space():
-    client = APIClient()
+    client = api_client()
     acme = _post(client, "/partner-refund/", 10, "refund-0001", HTTP_X_CLIENT="acme")
     globex = _post(client, "/partner-refund/", 10, "refund-0001", HTTP_X_CLIENT="globex")
 

@@ -3,8 +3,8 @@ its HTTP library happened to encode it."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.test import APIClient
 
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def send(client, boundary, amount="3", file_content=b"receipt"):
 
 
 def test_multipart_retry_with_a_new_boundary_is_the_same_request():
-    client = APIClient()
+    client = api_client()
     first = send(client, "boundaryAAA")
     retry = send(client, "boundaryBBB")
     assert first.status_code == 201
@@ -51,7 +51,7 @@ def test_multipart_retry_with_a_new_boundary_is_the_same_request():
     ("amount", "file_content"), [("4", b"receipt"), ("3", b"another receipt")]
 )
 def test_multipart_with_other_fields_or_file_content_is_a_reuse(amount, file_content):
-    client = APIClient()
+    client = api_client()
     assert send(client, "boundaryAAA").status_code == 201
     reuse = send(client, "boundaryBBB", amount=amount, file_content=file_content)
     assert reuse.status_code == 422
@@ -59,7 +59,7 @@ def test_multipart_with_other_fields_or_file_content_is_a_reuse(amount, file_con
 
 
 def test_test_client_uploads_are_fingerprinted_by_content():
-    client = APIClient()
+    client = api_client()
     upload = SimpleUploadedFile("r.txt", b"receipt")
     first = client.post("/function/", {"amount": 3, "receipt": upload}, HTTP_IDEMPOTENCY_KEY="u2")
     upload = SimpleUploadedFile("r.txt", b"receipt")
@@ -75,7 +75,7 @@ def _send(client, body, content_type, key, **extra):
 
 
 def test_the_same_bytes_under_another_content_type_are_another_request():
-    client = APIClient()
+    client = api_client()
     first = _send(client, b"amount=5", "application/x-www-form-urlencoded", "ct-1")
     assert first.status_code == 201
     other = _send(client, b"amount=5", "text/plain", "ct-1")
@@ -84,7 +84,7 @@ def test_the_same_bytes_under_another_content_type_are_another_request():
 
 
 def test_json_and_a_form_with_the_same_bytes_are_different_requests():
-    client = APIClient()
+    client = api_client()
     body = b'{"amount": 5}'
     assert _send(client, body, "application/json", "ct-2").status_code == 201
     assert _send(client, body, "application/x-www-form-urlencoded", "ct-2").status_code == 422
@@ -94,7 +94,7 @@ def test_json_and_a_form_with_the_same_bytes_are_different_requests():
 
 
 def test_a_json_retry_never_gets_the_browsable_api_page_stored_for_a_browser():
-    client = APIClient()
+    client = api_client()
     page = _send(client, b'{"amount": 5}', "application/json", "acc-1", HTTP_ACCEPT="text/html")
     assert page.status_code == 201
     assert page["Content-Type"].startswith("text/html")

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 from django.test import override_settings
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def _unkeyed_guesses(amount_range):
 
 
 def test_the_stored_fingerprint_cannot_be_matched_without_the_secret():
-    post(APIClient(), "pin-1", 4821)
+    post(api_client(), "pin-1", 4821)
     stored = IdempotencyRecord.objects.get(key="pin-1").fingerprint
     assert all(guess != stored for _, guess in _unkeyed_guesses(range(4815, 4830)))
     assert stored not in {hashlib.sha256(b'{"amount":4821}').hexdigest()}
@@ -41,16 +41,16 @@ def test_the_stored_fingerprint_cannot_be_matched_without_the_secret():
 
 def test_another_secret_gives_another_fingerprint():
     with override_settings(SECRET_KEY="first-secret"):
-        post(APIClient(), "pin-2", 1)
+        post(api_client(), "pin-2", 1)
     with override_settings(SECRET_KEY="second-secret"):
-        post(APIClient(), "pin-3", 1)
+        post(api_client(), "pin-3", 1)
     first = IdempotencyRecord.objects.get(key="pin-2").fingerprint
     second = IdempotencyRecord.objects.get(key="pin-3").fingerprint
     assert first != second
 
 
 def test_a_rotated_secret_in_the_fallbacks_keeps_live_keys_replaying():
-    client = APIClient()
+    client = api_client()
     with override_settings(SECRET_KEY="old-secret"):
         first = post(client, "rot-1", 7)
     with override_settings(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["old-secret"]):
@@ -64,7 +64,7 @@ def test_a_rotated_secret_in_the_fallbacks_keeps_live_keys_replaying():
 
 
 def test_without_the_old_secret_a_retry_is_refused_not_run_again():
-    client = APIClient()
+    client = api_client()
     with override_settings(SECRET_KEY="old-secret"):
         post(client, "rot-2", 7)
     with override_settings(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=[]):

@@ -24,8 +24,9 @@ class Keep(logging.Handler):
     def emit(self, record):
         seen.append((record.levelname, record.getMessage()))
 logging.getLogger("django_idempotency").addHandler(Keep())
-response = Client().post("/function/", {"amount": 1}, content_type="application/json",
-                         HTTP_IDEMPOTENCY_KEY="never-migrated")
+response = Client(HTTP_X_API_KEY="test-client").post(
+    "/function/", {"amount": 1}, content_type="application/json",
+    HTTP_IDEMPOTENCY_KEY="never-migrated")
 print(json.dumps({"status": response.status_code, "headers": dict(response.headers),
                   "body": response.content.decode(), "logs": seen}))
 """

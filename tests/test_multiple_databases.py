@@ -3,9 +3,9 @@
 import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext, override_settings
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db(databases=["default", "records"])
@@ -17,7 +17,7 @@ def post(client, path, key, amount=1):
 
 @override_settings(IDEMPOTENCY={"DATABASE": "records"})
 def test_records_live_on_the_configured_alias():
-    client = APIClient()
+    client = api_client()
     with CaptureQueriesContext(connections["records"]) as record_queries:
         first = post(client, "/function/", "multi-1")
     assert first.status_code == 201
@@ -36,7 +36,7 @@ def test_atomic_mode_covers_the_records_alias_only():
     # The atomic view writes its Payment on "default" and then raises: atomic
     # mode wraps the records alias, so the record is released but the write on
     # "default" is not rolled back. docs/concurrency.md says so.
-    client = APIClient()
+    client = api_client()
     with pytest.raises(RuntimeError):
         client.post("/atomic/?fail=raise", {"amount": 1}, format="json",
                     HTTP_IDEMPOTENCY_KEY="multi-atomic")

@@ -6,9 +6,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import path
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
-from rest_framework.test import APIClient
 
 from django_idempotency import idempotent
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 
@@ -38,7 +38,7 @@ urlpatterns = [path("a/", endpoint_a), path("b/", endpoint_b)]
 def test_custom_fingerprint_keeps_endpoints_apart():
     # per_endpoint=False: the same key on another endpoint is a reuse (422),
     # never a replay of the other endpoint's answer, whatever the fingerprint.
-    client = APIClient()
+    client = api_client()
     first = client.post("/a/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")
     other = client.post("/b/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")
     retry = client.post("/a/", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k")

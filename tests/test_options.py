@@ -11,10 +11,9 @@ import time
 import pytest
 from django.test import override_settings
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
-from tests.factories import RecordFactory
+from tests.factories import RecordFactory, api_client
 from tests.test_contract import assert_problem, fingerprint_for, post, record_for
 from tests.testapp.models import Payment
 
@@ -531,7 +530,7 @@ def test_lock_timeout_sets_locked_until(client):
 
 @pytest.mark.django_db(transaction=True)
 def test_atomic_view_writes_and_record_commit_together():
-    client = APIClient()
+    client = api_client()
     response = post(client, "/atomic/", key="k")
     retry = post(client, "/atomic/", key="k")
 
@@ -543,7 +542,7 @@ def test_atomic_view_writes_and_record_commit_together():
 
 @pytest.mark.django_db(transaction=True)
 def test_atomic_exception_leaves_neither_the_writes_nor_the_record():
-    client = APIClient()
+    client = api_client()
     with pytest.raises(RuntimeError):
         post(client, "/atomic/?fail=raise", key="k")
 
@@ -554,7 +553,7 @@ def test_atomic_exception_leaves_neither_the_writes_nor_the_record():
 
 @pytest.mark.django_db(transaction=True)
 def test_not_atomic_exception_keeps_the_writes_but_no_record():
-    client = APIClient()
+    client = api_client()
     with pytest.raises(RuntimeError):
         post(client, "/function/?fail=raise", key="k")
 

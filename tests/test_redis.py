@@ -9,9 +9,9 @@ import pytest
 import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
+from tests.factories import CLIENT_SCOPE, api_client
 from tests.settings import REDIS_URL
 from tests.testapp.models import Payment
 
@@ -67,7 +67,7 @@ def statements(queries):
 
 @needs_redis
 def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock):
-    client = APIClient()
+    client = api_client()
     first = post(client, "redis-1")
     assert first.status_code == 201
     assert any(
@@ -99,9 +99,9 @@ def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
     # Another worker holds the lock for this key (its token, our fingerprint
     # would be unknown to it: a different request gets 422, see below).
     key = "redis-busy"
-    lock_key = caches["redis"].make_key(f"idempotency:lock:{lookup_hash('anonymous', key, None)}")
+    lock_key = caches["redis"].make_key(f"idempotency:lock:{lookup_hash(CLIENT_SCOPE, key, None)}")
     redis_lock.set(lock_key, "othertoken:" + "f" * 64, px=60_000)
-    client = APIClient()
+    client = api_client()
     with CaptureQueriesContext(connection) as queries:
         response = post(client, key)
     assert response.status_code == 422  # its fingerprint differs from ours
@@ -111,7 +111,7 @@ def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
 
 @needs_redis
 def test_database_still_decides_when_redis_lost_its_data(redis_lock):
-    client = APIClient()
+    client = api_client()
     first = post(client, "redis-lost")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):  # a Redis restart, in effect
         redis_lock.delete(k)
@@ -124,7 +124,7 @@ def test_database_still_decides_when_redis_lost_its_data(redis_lock):
 
 @needs_redis
 def test_exception_in_view_releases_both_locks(redis_lock):
-    client = APIClient()
+    client = api_client()
     with pytest.raises(RuntimeError):
         client.post(
             "/function/?fail=raise", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="redis-exc"
@@ -142,7 +142,7 @@ def test_exception_in_view_releases_both_locks(redis_lock):
 def test_unreachable_redis_falls_back_to_the_database():
     # Nothing listens on port 1: every Redis call fails at once.
     with _settings("redis://127.0.0.1:1/0", "down"):
-        client = APIClient()
+        client = api_client()
         first = post(client, "redis-down")
         replay = post(client, "redis-down")
         mismatch = post(client, "redis-down", amount=5)
@@ -155,7 +155,7 @@ def test_unreachable_redis_falls_back_to_the_database():
 
 @needs_redis
 def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
-    client = APIClient()
+    client = api_client()
     first = post(client, "redis-garbage")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):
         if b"idempotency:response:" in k:
@@ -197,7 +197,7 @@ def _replayed_then_deleted(client, key, delete):
 
 @needs_redis
 def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
-    client = APIClient()
+    client = api_client()
     _replayed_then_deleted(
         client, "forget-qs", lambda: IdempotencyRecord.objects.filter(key="forget-qs").delete()
     )
@@ -228,7 +228,7 @@ def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
             assert admin.post(url, {"post": "yes"}).status_code == 302
         assert not IdempotencyRecord.objects.filter(pk=record.pk).exists()
 
-    _replayed_then_deleted(APIClient(), "forget-admin", delete_in_admin)
+    _replayed_then_deleted(api_client(), "forget-admin", delete_in_admin)
 
 
 @needs_redis
@@ -246,4 +246,4 @@ def test_purging_records_makes_redis_forget_them(redis_lock):
         )
         assert purge().expired == 1
 
-    _replayed_then_deleted(APIClient(), "forget-purge", expire_and_purge)
+    _replayed_then_deleted(api_client(), "forget-purge", expire_and_purge)

@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 from django_idempotency.models import IdempotencyRecord
 from sample_project.demo.models import Card, IdentityCheck, Letter, Payment, Transfer
 
-from .factories import UserFactory
+from .factories import UserFactory, api_client
 
 PROBLEM = "application/problem+json"
 
@@ -41,7 +41,7 @@ def _sample_urls():
 
 
 def _client_for(user) -> APIClient:
-    client = APIClient()
+    client = api_client()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
@@ -591,7 +591,7 @@ class TestDemoCommands:
         lines = [line for line in out.getvalue().splitlines() if line.startswith("curl ")]
         assert len(lines) == 4
         assert " & sleep 1; curl " in lines[3]
-        client = APIClient()
+        client = api_client()
 
         answers = []
         for line in lines[:3]:

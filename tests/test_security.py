@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_client
 from tests.test_contract import assert_problem, post, record_for
 from tests.testapp.models import Payment
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def client_for(user):
-    client = APIClient()
+    client = api_client()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client

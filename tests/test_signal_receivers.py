@@ -3,9 +3,9 @@
 import logging
 
 import pytest
-from rest_framework.test import APIClient
 
 from django_idempotency.signals import idempotency_replayed, idempotency_stored
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ def broken():
 
 
 def test_failing_receiver_is_logged_and_the_request_still_succeeds(broken, caplog):
-    client = APIClient()
+    client = api_client()
     with caplog.at_level(logging.ERROR, logger="django.dispatch"):
         first = client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="s1")
         replay = client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="s1")

@@ -4,9 +4,9 @@
 import logging
 
 import pytest
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def _post(client, path, key="nul-1", **extra):
 
 def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(caplog):
     caplog.set_level(logging.INFO, logger="django_idempotency")
-    client = APIClient()
+    client = api_client()
     response = _post(client, "/items/a%00b/")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
@@ -31,12 +31,12 @@ def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(caplog):
 
 
 def test_the_same_path_without_a_key_runs_the_view():
-    response = _post(APIClient(), "/items/a%00b/", key=None)
+    response = _post(api_client(), "/items/a%00b/", key=None)
     assert response.status_code == 201
 
 
 def test_a_normal_path_on_the_same_route_is_recorded():
-    client = APIClient()
+    client = api_client()
     first = _post(client, "/items/ab/", key="nul-2")
     replay = _post(client, "/items/ab/", key="nul-2")
     assert first.status_code == 201
@@ -44,7 +44,7 @@ def test_a_normal_path_on_the_same_route_is_recorded():
 
 
 def test_a_scope_callable_returning_a_nul_is_not_reported_as_an_outage():
-    response = _post(APIClient(), "/nul-scope/", key="nul-3")
+    response = _post(api_client(), "/nul-scope/", key="nul-3")
     assert response.status_code == 400
     assert response.json()["code"] == "idempotency_request_unrecordable"
     assert Payment.objects.count() == 0

@@ -30,6 +30,8 @@ urlpatterns = [
     path("headers/", views.headers_view),
     path("items/<str:slug>/", views.item_view),
     path("nul-scope/", views.nul_scope_view),
+    path("checkout/", views.checkout_page),
+    path("guest-orders/", views.guest_order_view),
     *(path(f"options/{name}/", view) for name, view in views.option_views.items()),
     path("", include(router.urls)),
 ]

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.factories import CLIENT_API_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
 
@@ -29,7 +31,7 @@ class Server:
     log: Path
 
     def post(self, path: str, key: str, **kwargs):  # type: ignore[no-untyped-def]
-        headers = {"Idempotency-Key": key, **kwargs.pop("headers", {})}
+        headers = {"Idempotency-Key": key, "X-Api-Key": CLIENT_API_KEY, **kwargs.pop("headers", {})}
         return requests.post(
             self.url + path, json=kwargs.pop("json", {"amount": 1}), headers=headers,
             timeout=60, **kwargs,

@@ -8,9 +8,9 @@ a side table, makes the database itself refuse the claim or the store.
 
 import pytest
 from django.db import connection
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
+from tests.factories import api_client
 from tests.testapp.models import Payment
 
 from .helpers import Background, wait_for_claim, wait_for_lock_expiry
@@ -109,7 +109,7 @@ def post(client, path, key):
 
 @pytest.mark.parametrize("path", ["plain/", "atomic/"])
 def test_claim_error_answers_503_and_does_not_run_the_view(failures, path):
-    client = APIClient()
+    client = api_client()
     failures.on("claim")
     response = post(client, path, "claim-fails")
     assert response.status_code == 503
@@ -126,7 +126,7 @@ def test_claim_error_answers_503_and_does_not_run_the_view(failures, path):
 
 
 def test_store_error_in_atomic_mode_keeps_nothing_and_the_retry_runs_once(failures):
-    client = APIClient()
+    client = api_client()
     failures.on("store")
     response = post(client, "atomic/", "store-fails-atomic")
     assert response.status_code == 503
@@ -142,7 +142,7 @@ def test_store_error_in_atomic_mode_keeps_nothing_and_the_retry_runs_once(failur
 
 
 def test_store_error_outside_atomic_mode_keeps_the_key_locked(failures):
-    client = APIClient()
+    client = api_client()
     key = "store-fails-plain"
     failures.on("store")
     response = post(client, "plain/", key)

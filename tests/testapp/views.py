@@ -10,6 +10,7 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
+from django_idempotency.scopes import user_or_session
 
 from .models import Payment
 from .serializers import PaymentSerializer
@@ -210,6 +211,18 @@ def headers_view(request):
     response["X-Custom"] = "kept"
     response.set_cookie("auth-cookie", "secret")
     return response
+
+
+def checkout_page(request):
+    """The page a browser checkout starts on: it saves the guest's session."""
+    request.session["checkout_started"] = True
+    return HttpResponse("checkout")
+
+
+@api_view(["POST"])
+@idempotent(scope=user_or_session)
+def guest_order_view(request):
+    return _create(request)
 
 
 def tenant_scope(request):
