@@ -2,22 +2,31 @@
 
 Built for tables of millions of rows: no full ``COUNT(*)`` per page, filters
 with fixed choices instead of ``SELECT DISTINCT`` over the table, the list
-ordered by primary key, and response bodies loaded only on the detail page.
+ordered by primary key and sortable only on indexed columns, the users behind
+``user:<pk>`` scopes fetched in one query per page, and response bodies loaded
+only on the detail page.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
-from django.utils import timezone
+from django.urls import NoReverseMatch, reverse
+from django.utils import dateformat, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -34,6 +43,13 @@ BODY_DISPLAY_LIMIT = 64 * 1024
 COUNT_LIMIT = 10_000
 
 EXPIRED = "expired"
+#: What ``methods`` accepts (options.py): safe methods are refused there, so
+#: no record can carry one and the filter does not offer them.
+RECORDABLE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: The scope ``default_scope`` gives an authenticated user: ``user:<pk>``.
+USER_SCOPE_PREFIX = "user:"
+#: Lines up with log lines: to the second, in the project's time zone.
+TIME_FORMAT = "Y-m-d H:i:s"
 _JSON_TYPES = ("application/json", "application/problem+json")
 _TEXT_TYPES = ("text/", "application/xml", "application/javascript", "application/x-www-form")
 
@@ -56,6 +72,18 @@ class CappedCountPaginator(_Paginator):
         if isinstance(object_list, QuerySet):
             return object_list[: COUNT_LIMIT + 1].count()
         return len(object_list)
+
+
+class RecordChangeList(ChangeList):
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        ordering = super().get_ordering(request, queryset)
+        first, *rest = ordering
+        if isinstance(first, str) and not first.startswith("-") and rest == ["-pk"] * len(rest):
+            # Django breaks ties newest first whatever the sort; in the sort's
+            # own direction instead, (created_at, pk) is the order of the index
+            # on InnoDB (no filesort), and an ascending list reads oldest first.
+            return [first, "pk"]
+        return ordering
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -86,7 +114,7 @@ class MethodFilter(admin.SimpleListFilter):
     parameter_name = "method"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [(m, m) for m in ("POST", "PUT", "PATCH", "DELETE", "GET")]
+        return [(m, m) for m in RECORDABLE_METHODS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
@@ -121,9 +149,71 @@ def _shorten(text: str, length: int) -> str:
     return text if len(text) <= length else f"{text[: length - 1]}…"
 
 
+def _cut(text: str, length: int, shown: str | None = None) -> SafeString:
+    # The change list's stylesheet cuts the cell again to its column's width;
+    # the tooltip has the whole value.
+    return format_html('<span title="{}">{}</span>', text, _shorten(shown or text, length))
+
+
+def _local(value: datetime) -> datetime:
+    # The project's TIME_ZONE (unless a middleware activated another), which
+    # Django also makes the process's zone: log lines' asctime reads the same.
+    return timezone.localtime(value) if timezone.is_aware(value) else value
+
+
+def format_time(value: datetime) -> str:
+    """``2026-12-02 19:27:05 CST``: to the second, with the zone it is in."""
+    local = _local(value)
+    zone = dateformat.format(local, "T") if timezone.is_aware(value) else ""
+    return f"{dateformat.format(local, TIME_FORMAT)} {zone}".strip()
+
+
+def time_cell(value: datetime) -> SafeString:
+    # Date and time each keep together; a narrow window may put the time
+    # under the date, never cut either. The zone is in the tooltip.
+    local = _local(value)
+    return format_html(
+        '<time datetime="{}" title="{}"><span>{}</span> <span>{}</span></time>',
+        value.isoformat(),
+        format_time(value),
+        dateformat.format(local, "Y-m-d"),
+        dateformat.format(local, "H:i:s"),
+    )
+
+
+@dataclass(frozen=True)
+class ScopeOwner:
+    """The user behind a ``user:<pk>`` scope, as this viewer may see it."""
+
+    username: str
+    url: str | None
+
+
+_OWNER_ATTR = "_idempotency_scope_owner"
+
+
+def _scope_user_pk(scope: str) -> Any | None:
+    if not scope.startswith(USER_SCOPE_PREFIX):
+        return None
+    pk_field = get_user_model()._meta.pk
+    assert pk_field is not None
+    try:
+        pk = pk_field.to_python(scope[len(USER_SCOPE_PREFIX) :])
+        # Range validators too: an out-of-range integer fails the query on
+        # some databases instead of matching nothing.
+        pk_field.run_validators(pk)
+    except ValidationError:
+        return None
+    return pk
+
+
+def _is_expired(record: IdempotencyRecord, now: datetime) -> bool:
+    return record.expires_at <= now
+
+
 def state_label(record: IdempotencyRecord, now: datetime | None = None) -> str:
     now = now or timezone.now()
-    if record.expires_at <= now:
+    if _is_expired(record, now):
         return str(_("expired"))
     if record.state == State.IN_PROGRESS and record.locked_until <= now:
         # Its worker died or overran: the next retry takes the key over.
@@ -195,14 +285,17 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     list_display = (
         "short_key",
         "short_scope",
-        "method",
+        "request_method",
         "short_path",
         "state_display",
         "status",
-        "created_at",
-        "expires_at",
+        "created",
+        "expires",
     )
     list_display_links = ("short_key",)
+    # Only what an index can serve (migrations 0001 and 0002): sorting on key,
+    # scope, path or status would sort the whole table for every page.
+    sortable_by = ("created", "expires")
     list_filter = (StateFilter, MethodFilter, StatusFilter)
     search_fields = ("key", "scope", "path")
     search_help_text = _("Part of a key, a scope (e.g. user:42) or a path.")
@@ -222,7 +315,7 @@ class IdempotencyRecordAdmin(_ModelAdmin):
             {
                 "fields": (
                     "key",
-                    "scope",
+                    "scope_display",
                     "method",
                     "path",
                     "endpoint",
@@ -236,10 +329,10 @@ class IdempotencyRecordAdmin(_ModelAdmin):
             {
                 "fields": (
                     "state_display",
-                    "created_at",
-                    "locked_until",
-                    "completed_at",
-                    "expires_at",
+                    "created_display",
+                    "locked_display",
+                    "completed_display",
+                    "expires_display",
                 )
             },
         ),
@@ -248,7 +341,16 @@ class IdempotencyRecordAdmin(_ModelAdmin):
             {"fields": ("response_status", "headers_display", "body_display")},
         ),
     )
-    readonly_fields = ("state_display", "headers_display", "body_display")
+    readonly_fields = (
+        "scope_display",
+        "state_display",
+        "created_display",
+        "locked_display",
+        "completed_display",
+        "expires_display",
+        "headers_display",
+        "body_display",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IdempotencyRecord]:
         # The records' alias from the setting, as the engine and the purge use.
@@ -264,6 +366,9 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     ) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", None) or {}
+        if "cl" in changelist:
+            # Before the (lazy) rendering: one query for the whole page.
+            self.attach_scope_owners(request, changelist["cl"].result_list)
         if "cl" in changelist and changelist["cl"].result_count > COUNT_LIMIT:
             # The count stopped at the cap; say so rather than show a wrong total.
             self.message_user(
@@ -276,6 +381,60 @@ class IdempotencyRecordAdmin(_ModelAdmin):
             )
         return response
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: IdempotencyRecord | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            self.attach_scope_owners(request, [obj])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def attach_scope_owners(
+        self, request: HttpRequest, records: Iterable[IdempotencyRecord]
+    ) -> None:
+        """Look up the users of ``user:<pk>`` scopes, all in one query, and
+        remember on each record how this viewer may see its user."""
+        records = list(records)
+        wanted = {r.pk: pk for r in records if (pk := _scope_user_pk(r.scope)) is not None}
+        if not wanted:
+            return
+        user_model = get_user_model()
+        # The user's own alias (routers), not the records' one.
+        users = user_model._default_manager.only(user_model.USERNAME_FIELD).in_bulk(
+            set(wanted.values())
+        )
+        can_link = self._may_view_users(request, user_model)
+        for record in records:
+            user = users.get(wanted.get(record.pk))
+            if user is not None:
+                url = self._user_url(user) if can_link else None
+                setattr(record, _OWNER_ATTR, ScopeOwner(str(user.get_username()), url))
+
+    def _may_view_users(self, request: HttpRequest, user_model: type[Model]) -> bool:
+        if not self.admin_site.is_registered(user_model):
+            return False
+        user_admin = self.admin_site._registry[user_model]
+        return user_admin.has_view_permission(request)
+
+    def _user_url(self, user: Model) -> str | None:
+        opts = user._meta
+        try:
+            return reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=(quote(user.pk),),
+                current_app=self.admin_site.name,
+            )
+        except NoReverseMatch:  # a user admin without a change view
+            return None
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RecordChangeList
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -284,25 +443,77 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     ) -> bool:
         return False
 
-    @admin.display(description=_("key"), ordering="key")
-    def short_key(self, record: IdempotencyRecord) -> str:
-        return _shorten(record.key, 40)
+    @admin.display(description=_("key"))
+    def short_key(self, record: IdempotencyRecord) -> SafeString:
+        return _cut(record.key, 40)
 
-    @admin.display(description=_("scope"), ordering="scope")
-    def short_scope(self, record: IdempotencyRecord) -> str:
-        return _shorten(record.scope, 24)
+    @admin.display(description=_("scope"))
+    def short_scope(self, record: IdempotencyRecord) -> SafeString:
+        owner: ScopeOwner | None = getattr(record, _OWNER_ATTR, None)
+        if owner is None:
+            # Not a user, a user that is gone, or a custom scope: as stored.
+            return _cut(record.scope, 24)
+        if owner.url is None:
+            return _cut(record.scope, 24, shown=owner.username)
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            owner.url,
+            record.scope,
+            _shorten(owner.username, 24),
+        )
 
-    @admin.display(description=_("path"), ordering="path")
-    def short_path(self, record: IdempotencyRecord) -> str:
-        return _shorten(record.path, 48)
+    @admin.display(description=_("scope"))
+    def scope_display(self, record: IdempotencyRecord) -> SafeString:
+        owner: ScopeOwner | None = getattr(record, _OWNER_ATTR, None)
+        if owner is None:
+            return format_html("{}", record.scope)
+        if owner.url is None:
+            return format_html("{} ({})", record.scope, owner.username)
+        return format_html('{} (<a href="{}">{}</a>)', record.scope, owner.url, owner.username)
 
-    @admin.display(description=_("status"), ordering="response_status")
+    @admin.display(description=_("method"))
+    def request_method(self, record: IdempotencyRecord) -> str:
+        return record.method
+
+    @admin.display(description=_("path"))
+    def short_path(self, record: IdempotencyRecord) -> SafeString:
+        return _cut(record.path, 48)
+
+    @admin.display(description=_("status"))
     def status(self, record: IdempotencyRecord) -> int | None:
         return record.response_status
 
     @admin.display(description=_("state"))
     def state_display(self, record: IdempotencyRecord) -> str:
         return state_label(record)
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, record: IdempotencyRecord) -> SafeString:
+        return time_cell(record.created_at)
+
+    @admin.display(description=_("expires"), ordering="expires_at")
+    def expires(self, record: IdempotencyRecord) -> SafeString:
+        return time_cell(record.expires_at)
+
+    @admin.display(description=_("created"))
+    def created_display(self, record: IdempotencyRecord) -> str:
+        return format_time(record.created_at)
+
+    @admin.display(description=_("locked until"))
+    def locked_display(self, record: IdempotencyRecord) -> str:
+        in_progress = record.state == State.IN_PROGRESS and not _is_expired(record, timezone.now())
+        # A completed or expired record holds no lock: its old deadline
+        # would only suggest one.
+        return format_time(record.locked_until) if in_progress else self.get_empty_value_display()
+
+    @admin.display(description=_("completed"))
+    def completed_display(self, record: IdempotencyRecord) -> str:
+        completed = record.completed_at
+        return self.get_empty_value_display() if completed is None else format_time(completed)
+
+    @admin.display(description=_("expires"))
+    def expires_display(self, record: IdempotencyRecord) -> str:
+        return format_time(record.expires_at)
 
     @admin.display(description=_("response headers"))
     def headers_display(self, record: IdempotencyRecord) -> SafeString:

@@ -1,9 +1,14 @@
 import datetime as dt
 import json
 import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
 
 import django
 import pytest
+from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
@@ -13,8 +18,9 @@ from django.utils import timezone
 
 from django_idempotency import admin as record_admin
 from django_idempotency.models import IdempotencyRecord, State
+from django_idempotency.options import OptionError, validate_options
 
-from .factories import RecordFactory, UserFactory
+from .factories import CLIENT_SCOPE, RecordFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +34,80 @@ def url(name, *args):
 def listed_keys(response):
     """Keys of the rows on a changelist page, top to bottom."""
     return [r.key for r in response.context["cl"].result_list]
+
+
+@dataclass
+class Cell:
+    text: str = ""
+    links: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+
+
+class _ResultTable(HTMLParser):
+    """The change list's table as the browser shows it: the header cells'
+    classes by column, and per row a Cell for each column."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: dict[str, list[str]] = {}
+        self.rows: list[dict[str, Cell]] = []
+        self._in_table = self._in_body = False
+        self._cell: Cell | None = None
+
+    def handle_starttag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
+        attrs = dict(attr_list)
+        classes = (attrs.get("class") or "").split()
+        if tag == "table" and attrs.get("id") == "result_list":
+            self._in_table = True
+        if not self._in_table:
+            return
+        if tag == "tbody":
+            self._in_body = True
+        elif tag == "th" and not self._in_body:
+            names = [c.removeprefix("column-") for c in classes if c.startswith("column-")]
+            if names:
+                self.headers[names[0]] = classes
+        elif tag == "tr" and self._in_body:
+            self.rows.append({})
+        elif tag in ("td", "th") and self._in_body:
+            names = [c.removeprefix("field-") for c in classes if c.startswith("field-")]
+            if names:
+                self._cell = self.rows[-1][names[0]] = Cell()
+        if self._cell is not None:
+            if tag == "a":
+                self._cell.links.append(attrs.get("href") or "")
+            if "title" in attrs:
+                self._cell.titles.append(attrs["title"] or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_table = self._in_body = False
+        elif tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.text += data
+
+
+def result_table(response: Any) -> _ResultTable:
+    parser = _ResultTable()
+    parser.feed(response.content.decode())
+    return parser
+
+
+def listed_rows(response: Any) -> list[dict[str, Cell]]:
+    return result_table(response).rows
+
+
+def detail_value(response: Any, name: str) -> str:
+    """The text shown for one read-only field of a detail page."""
+    html = response.content.decode()
+    match = re.search(
+        rf'<div class="form-row field-{name}">.*?<div class="readonly">(.*?)</div>', html, re.S
+    )
+    assert match, f"no {name} on the page"
+    return match.group(1).strip()
 
 
 @pytest.fixture
@@ -74,28 +154,48 @@ def test_list_shows_records_newest_first_with_derived_state(admin_client):
 
     assert response.status_code == 200
     assert listed_keys(response) == ["k-expired", "k-stuck", "k-running", "k-completed"]
-    rows = {
-        key: re.search(
-            rf"<tr>(?:(?!</tr>).)*>{key}</a>.*?</tr>", response.content.decode(), re.S
-        ).group(0)
-        for key in listed_keys(response)
-    }
-    assert "completed" in rows[done.key] and "user:7" in rows[done.key]
-    assert "201" in rows[done.key] and "/function/" in rows[done.key]
-    assert ">in progress<" in rows[running.key]
-    assert ">in progress (lock expired)<" in rows[stuck.key]
-    assert ">expired<" in rows[old.key]
+    rows = {row["short_key"].text: row for row in listed_rows(response)}
+    assert rows[done.key]["state_display"].text == "completed"
+    assert rows[done.key]["short_scope"].text == "user:7"
+    assert rows[done.key]["status"].text == "201"
+    assert rows[done.key]["short_path"].text == "/function/"
+    assert rows[running.key]["state_display"].text == "in progress"
+    assert rows[stuck.key]["state_display"].text == "in progress (lock expired)"
+    assert rows[old.key]["state_display"].text == "expired"
 
 
-def test_long_values_are_shortened_in_the_list(admin_client):
+def test_long_values_are_shortened_in_the_list_and_whole_in_the_tooltip(
+    admin_client: Client,
+) -> None:
     scope = "user:2/request:" + "ab" * 32
     key = "k" * 200
-    RecordFactory(key=key, scope=scope)
+    path = "/api/v1/customers/1234567/payment-methods/987654321/refunds/"
+    RecordFactory(key=key, scope=scope, path=path)
 
-    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    (row,) = listed_rows(admin_client.get(reverse(CHANGELIST)))
 
-    assert f">{key[:39]}…</a>" in html
-    assert f">{scope[:23]}…</td>" in html
+    assert (row["short_key"].text, row["short_key"].titles) == (f"{key[:39]}…", [key])
+    assert (row["short_scope"].text, row["short_scope"].titles) == (f"{scope[:23]}…", [scope])
+    assert (row["short_path"].text, row["short_path"].titles) == (f"{path[:47]}…", [path])
+
+
+def test_list_styles_keep_status_and_times_readable_beside_the_sidebar(
+    admin_client: Client,
+) -> None:
+    # What tests/test_admin_layout.py checks in a browser, for runs without one:
+    # long cells are cut by the stylesheet, times only wrap between date and time.
+    RecordFactory(created_at=dt.datetime(2026, 12, 2, 18, 27, 5, tzinfo=dt.UTC))
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    html = response.content.decode()
+    style = re.search(r"<style[^>]*>(.*?)</style>", html, re.S).group(1)
+    cut = re.search(r"([^{}]*)\{[^}]*text-overflow: ellipsis;[^}]*\}", style).group(1)
+    assert {"field-short_key", "field-short_scope", "field-short_path"} <= set(
+        re.findall(r"\.(field-\w+)", cut)
+    )
+    assert re.search(r"time > span[^{]*\{[^}]*white-space: nowrap", style)
+    assert "<span>2026-12-02</span> <span>12:27:05</span>" in html
 
 
 @pytest.mark.skipif(django.VERSION < (5, 0), reason="admin facets came with Django 5.0")
@@ -201,6 +301,224 @@ def test_date_hierarchy_narrows_to_a_day(admin_client):
 
     assert listed_keys(response) == ["today"]
     assert 'class="toplinks"' in response.content.decode()
+
+
+def test_method_filter_offers_exactly_the_methods_that_can_be_recorded(
+    admin_client: Client,
+) -> None:
+    every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+    recordable = []
+    for method in every_method:
+        try:
+            validate_options({"methods": [method]})
+        except OptionError:
+            continue
+        recordable.append(method)
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    cl = response.context["cl"]
+    (method_filter,) = [f for f in cl.filter_specs if f.parameter_name == "method"]
+    offered = [choice["display"] for choice in method_filter.choices(cl)][1:]  # after "All"
+    assert offered == recordable == ["POST", "PUT", "PATCH", "DELETE"]
+
+
+# --- times ------------------------------------------------------------------------
+
+
+def test_times_are_shown_to_the_second_in_the_project_time_zone(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.TIME_ZONE = "Europe/Berlin"
+    created = dt.datetime(2026, 12, 2, 18, 27, 5, tzinfo=dt.UTC)
+    record = RecordFactory(
+        created_at=created,
+        completed_at=created + dt.timedelta(seconds=2),
+        expires_at=created + dt.timedelta(days=200),
+    )
+
+    (row,) = listed_rows(admin_client.get(reverse(CHANGELIST)))
+    detail = admin_client.get(url("change", record.pk))
+
+    assert row["created"].text == "2026-12-02 19:27:05"
+    assert row["created"].titles == ["2026-12-02 19:27:05 CET"]
+    # In summer time: the offset is the one of that day.
+    assert row["expires"].text == "2027-06-20 20:27:05"
+    assert detail_value(detail, "created_display") == "2026-12-02 19:27:05 CET"
+    assert detail_value(detail, "completed_display") == "2026-12-02 19:27:07 CET"
+    assert detail_value(detail, "expires_display") == "2027-06-20 20:27:05 CEST"
+    assert "p.m." not in detail.content.decode()
+
+
+def test_locked_until_is_shown_only_while_in_progress(admin_client: Client) -> None:
+    lock = timezone.now() + dt.timedelta(seconds=30)
+    running = RecordFactory(
+        state=State.IN_PROGRESS, locked_until=lock, response_status=None, completed_at=None
+    )
+    done = RecordFactory(locked_until=lock)
+    expired_claim = expired_record(state=State.IN_PROGRESS, response_status=None)
+
+    shown = {
+        r.key: detail_value(admin_client.get(url("change", r.pk)), "locked_display")
+        for r in (running, done, expired_claim)
+    }
+
+    assert shown == {
+        running.key: record_admin.format_time(lock),
+        done.key: "-",
+        expired_claim.key: "-",
+    }
+
+
+# --- sorting ----------------------------------------------------------------------
+
+
+def test_only_indexed_columns_can_be_sorted(admin_client: Client) -> None:
+    RecordFactory()
+    table = result_table(admin_client.get(reverse(CHANGELIST)))
+
+    sortable = {name for name, classes in table.headers.items() if "sortable" in classes}
+    assert sortable == {"created", "expires"}
+    model_admin = admin.site._registry[IdempotencyRecord]
+    leading_index_fields = {index.fields[0] for index in IdempotencyRecord._meta.indexes}
+    for name in sortable:
+        assert getattr(model_admin, name).admin_order_field in leading_index_fields
+
+
+def test_sorting_by_created_and_ignoring_other_columns(admin_client: Client) -> None:
+    now = timezone.now()
+    RecordFactory(key="b-middle", created_at=now - dt.timedelta(hours=1), path="/a/")
+    RecordFactory(key="a-oldest", created_at=now - dt.timedelta(hours=2), path="/c/")
+    RecordFactory(key="c-newest", created_at=now, path="/b/")
+    newest_first = ["c-newest", "a-oldest", "b-middle"]
+    columns = ["action_checkbox", *record_admin.IdempotencyRecordAdmin.list_display]
+
+    by_created = admin_client.get(reverse(CHANGELIST), {"o": columns.index("created")})
+    assert listed_keys(by_created) == ["a-oldest", "b-middle", "c-newest"]
+    by_expiry = admin_client.get(reverse(CHANGELIST), {"o": f"-{columns.index('expires')}"})
+    assert listed_keys(by_expiry) == ["c-newest", "b-middle", "a-oldest"]
+    for name in ("short_key", "short_scope", "request_method", "short_path", "status"):
+        # A hand-made ?o= for a column without an index is ignored, not run.
+        with CaptureQueriesContext(connection) as ctx:
+            response = admin_client.get(reverse(CHANGELIST), {"o": columns.index(name)})
+        assert listed_keys(response) == newest_first, name
+        order_by = [
+            q["sql"].split("ORDER BY")[-1] for q in ctx.captured_queries if "ORDER BY" in q["sql"]
+        ]
+        assert order_by
+        for column in ("key", "scope", "method", "path", "response_status"):
+            assert not any(f'"{column}"' in sql or f"`{column}`" in sql for sql in order_by)
+
+
+def test_records_of_the_same_second_keep_their_order_either_way(admin_client: Client) -> None:
+    # Batch jobs claim many keys at once; an ascending list reads them in the
+    # order they arrived, a descending one in reverse.
+    same = timezone.now().replace(microsecond=0)
+    for key in ("first", "second", "third"):
+        RecordFactory(key=key, created_at=same)
+    created = ["action_checkbox", *record_admin.IdempotencyRecordAdmin.list_display].index(
+        "created"
+    )
+
+    ascending = admin_client.get(reverse(CHANGELIST), {"o": str(created)})
+    descending = admin_client.get(reverse(CHANGELIST), {"o": f"-{created}"})
+
+    assert listed_keys(ascending) == ["first", "second", "third"]
+    assert listed_keys(descending) == ["third", "second", "first"]
+
+
+# --- the user behind a scope ------------------------------------------------------
+
+
+def user_change_url(user: Any) -> str:
+    return reverse("admin:auth_user_change", args=[user.pk])
+
+
+def test_user_scope_shows_the_username_linked_to_the_user(admin_client: Client) -> None:
+    alice = UserFactory(username="alice")
+    record = RecordFactory(scope=f"user:{alice.pk}")
+
+    (row,) = listed_rows(admin_client.get(reverse(CHANGELIST)))
+    detail = admin_client.get(url("change", record.pk))
+
+    assert row["short_scope"].text == "alice"
+    assert row["short_scope"].links == [user_change_url(alice)]
+    assert row["short_scope"].titles == [f"user:{alice.pk}"]
+    assert detail_value(detail, "scope_display") == (
+        f'user:{alice.pk} (<a href="{user_change_url(alice)}">alice</a>)'
+    )
+
+
+def test_user_scope_is_text_for_a_viewer_who_cannot_see_users() -> None:
+    alice = UserFactory(username="alice")
+    record = RecordFactory(scope=f"user:{alice.pk}")
+    client = staff_client("view_idempotencyrecord")
+
+    (row,) = listed_rows(client.get(reverse(CHANGELIST)))
+    detail = client.get(url("change", record.pk))
+
+    assert (row["short_scope"].text, row["short_scope"].links) == ("alice", [])
+    assert detail_value(detail, "scope_display") == f"user:{alice.pk} (alice)"
+
+
+def test_user_scope_is_text_when_users_are_not_in_the_admin(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = UserFactory(username="alice")
+    RecordFactory(scope=f"user:{alice.pk}")
+    monkeypatch.delitem(admin.site._registry, get_user_model())
+
+    (row,) = listed_rows(admin_client.get(reverse(CHANGELIST)))
+
+    assert (row["short_scope"].text, row["short_scope"].links) == ("alice", [])
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "user:987654",  # deleted since
+        "user:not-a-number",
+        "user:99999999999999999999999",  # beyond any integer column
+        "users:1",
+        CLIENT_SCOPE,
+        "tenant:acme",
+    ],
+)
+def test_other_scopes_and_users_that_are_gone_show_the_scope_as_stored(
+    admin_client: Client, scope: str
+) -> None:
+    UserFactory(username="someone")
+    record = RecordFactory(scope=scope)
+
+    (row,) = listed_rows(admin_client.get(reverse(CHANGELIST)))
+    detail = admin_client.get(url("change", record.pk))
+
+    assert row["short_scope"].links == []
+    assert row["short_scope"].titles == [scope]
+    assert "someone" not in row["short_scope"].text
+    assert detail_value(detail, "scope_display") == scope
+
+
+def test_users_of_a_page_are_found_in_one_query(
+    admin_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    def add_user_records(count: int) -> None:
+        for user in UserFactory.create_batch(count):
+            RecordFactory(scope=f"user:{user.pk}")
+
+    add_user_records(1)
+    RecordFactory(scope="user:987654")  # gone: no query of its own either
+    with CaptureQueriesContext(connection) as ctx:
+        admin_client.get(reverse(CHANGELIST))
+    few_rows = len(ctx.captured_queries)
+    add_user_records(20)
+
+    with django_assert_max_num_queries(few_rows):
+        response = admin_client.get(reverse(CHANGELIST))
+
+    scopes = [row["short_scope"] for row in listed_rows(response)]
+    assert len(scopes) == 22
+    assert sum(1 for cell in scopes if cell.links) == 21
 
 
 # --- detail -----------------------------------------------------------------------
