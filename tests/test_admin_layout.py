@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import mimetypes
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,14 @@ from django_idempotency.models import State
 
 from .factories import CLIENT_SCOPE, RecordFactory, UserFactory
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI installs the browser: there a missing one is a failure, not a skip.
+if os.environ.get("IDEMPOTENCY_REQUIRE_BROWSER") == "1":
+    from playwright import sync_api
+
+    assert CHROMIUM, "IDEMPOTENCY_REQUIRE_BROWSER=1 but no chromium on PATH"
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
 pytestmark = [
     pytest.mark.django_db,
