@@ -4,6 +4,9 @@ from rest_framework.test import APIClient
 
 from .factories import UserFactory, api_client
 
+# The fixtures integrators enable the same way (docs/testing.md).
+pytest_plugins = ["django_idempotency.fixtures"]
+
 
 @pytest.fixture
 def client():

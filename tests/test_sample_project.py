@@ -27,6 +27,12 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
+from django_idempotency.testing import (
+    IdempotentAPIClient,
+    assert_not_replayed,
+    assert_replayed,
+    assert_runs_once,
+)
 from sample_project.demo.models import Card, IdentityCheck, Letter, Payment, Transfer
 
 from .factories import UserFactory, api_client
@@ -639,6 +645,36 @@ def test_walkthrough_finds_every_behaviour_as_documented(sample_server):
     assert "Every response was as documented." in text
     assert "Retry-After: 1" in text
     assert "NOT AS DOCUMENTED" not in text
+
+
+class TestWithTheTestingHelpers:
+    """The sample project tested the way docs/testing.md tells integrators to."""
+
+    @pytest.fixture
+    def alice_client(self, alice) -> IdempotentAPIClient:
+        client = IdempotentAPIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=alice)[0]}")
+        return client
+
+    def test_a_payment_runs_once_for_three_duplicates(self, alice_client):
+        assert_runs_once(
+            lambda: alice_client.post(
+                "/ietf/payments/", COFFEE, format="json", idempotency_key="pay-1"
+            )
+        )
+        assert Payment.objects.count() == 1
+
+    def test_a_card_renewal_retried_after_a_timeout_is_replayed(self, alice_client):
+        card = alice_client.post("/lithic/cards/", CARD, format="json").json()
+        first = alice_client.post(f"/lithic/cards/{card['token']}/renew/", {}, format="json")
+
+        assert_replayed(alice_client.resend(), first)
+        assert Card.objects.get().renewals == 1
+
+    def test_each_new_payment_gets_a_new_key(self, alice_client):
+        assert_not_replayed(alice_client.post("/ietf/payments/", COFFEE, format="json"))
+        assert_not_replayed(alice_client.post("/ietf/payments/", COFFEE, format="json"))
+        assert Payment.objects.count() == 2
 
 
 class TestDocs:
