@@ -511,7 +511,7 @@ def test_side_connection_is_reused_across_asgi_requests(user):
     settings_dict["ATOMIC_REQUESTS"], settings_dict["CONN_MAX_AGE"] = True, None
     connection_created.connect(count)
     try:
-        client = AsyncClient(headers={"Authorization": f"Token {token.key}"})
+        client = AsyncClient()
 
         async def one(i):
             # An ASGI server runs each request in a task of its own.
@@ -519,7 +519,7 @@ def test_side_connection_is_reused_across_asgi_requests(user):
                 "/pay/",
                 b'{"amount": 1}',
                 content_type="application/json",
-                headers={"Idempotency-Key": f"k-asgi-{i}"},
+                headers={"Idempotency-Key": f"k-asgi-{i}", "Authorization": f"Token {token.key}"},
             )
 
         async def five():
