@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError, connections
 from django.db.utils import load_backend
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.views import APIView
 
-from .conf import GLOBAL_DEFAULTS, parse_setting
-from .options import SPECS, OptionError
+from .conf import parse_setting
+from .decorators import MARKER
+from .options import OptionError
 from .store import migrate_command, table_exists
 
 _DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
@@ -22,14 +26,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     try:
         parsed = parse_setting(getattr(settings, "IDEMPOTENCY", None))
     except OptionError as exc:
-        names = sorted([*GLOBAL_DEFAULTS, *(spec.setting_name for spec in SPECS)])
-        return [
-            Error(
-                f"IDEMPOTENCY setting: {exc}.",
-                hint=f"Valid names: {', '.join(names)}. {_DOCS}",
-                id="django_idempotency.E001",
-            )
-        ]
+        # The message names the option and, for an unknown name, the valid ones.
+        return [Error(f"IDEMPOTENCY setting: {exc}.", hint=_DOCS, id="django_idempotency.E001")]
 
     messages: list[CheckMessage] = []
     databases = getattr(settings, "DATABASES", {})
@@ -118,9 +116,67 @@ def check_table(
         return []
     return [
         Warning(
-            f"The idempotency records table does not exist on database {alias!r}: "
-            "every request with a key will be answered 500.",
-            hint=f"Run '{migrate_command(alias)}'.",
+            # Also printed by `migrate` just before it creates the table: worded
+            # so that it reads true there too.
+            f"The idempotency records table does not exist on database {alias!r} (yet): "
+            "until it is created, every request with a key is answered 500.",
+            hint=f"'{migrate_command(alias)}' creates it.",
             id="django_idempotency.W002",
         )
     ]
+
+
+_PLAIN_VIEW_HINT = (
+    "@idempotent works on Django REST Framework views only: put @api_view above it, "
+    "or use an APIView/ViewSet. It needs DRF's Request, authentication and renderers."
+)
+
+
+@register(Tags.urls)
+def check_protected_views(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Refuse ``@idempotent`` on plain Django views before the first request.
+
+    The decorator cannot tell at definition time: below ``@api_view`` it gets
+    the same bare function a plain Django view is. The URLconf tells.
+    """
+    if not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    try:
+        patterns = get_resolver().url_patterns
+    except Exception:  # Django's own URL checks report a broken URLconf
+        return []
+    return [
+        Error(
+            f"{where} uses @idempotent on a view that is not a DRF view.",
+            hint=_PLAIN_VIEW_HINT,
+            id="django_idempotency.E006",
+        )
+        for where in _plain_protected_views(patterns)
+    ]
+
+
+def _plain_protected_views(patterns: Iterable[Any], prefix: str = "") -> Iterator[str]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            try:
+                inner = pattern.url_patterns
+            except Exception:
+                continue
+            yield from _plain_protected_views(inner, prefix + str(pattern.pattern))
+            continue
+        if not isinstance(pattern, URLPattern):
+            continue
+        callback = pattern.callback
+        view_class = getattr(callback, "view_class", None)
+        if view_class is None:
+            marked = hasattr(callback, MARKER)
+        elif isinstance(view_class, type) and issubclass(view_class, APIView):
+            marked = False
+        else:  # a Django class-based view with a decorated handler method
+            marked = any(
+                hasattr(getattr(view_class, name, None), MARKER)
+                for name in getattr(view_class, "http_method_names", ())
+            )
+        if marked:
+            name = getattr(view_class or callback, "__qualname__", repr(callback))
+            yield f"The URL pattern '{prefix}{pattern.pattern}' ({name})"

@@ -47,7 +47,7 @@ def parse_setting(raw: Any) -> AppSettings:
     if globals_["LOCK"] not in LOCK_CHOICES:
         raise OptionError(f"'LOCK' must be one of {LOCK_CHOICES}, not {globals_['LOCK']!r}")
     view_raw = {k: v for k, v in raw.items() if k not in GLOBAL_DEFAULTS}
-    view_defaults = validate_options(view_raw, upper=True)
+    view_defaults = validate_options(view_raw, upper=True, also_valid=GLOBAL_DEFAULTS)
     combine(view_defaults)  # reject impossible combinations now, not per request
     return AppSettings(
         database=globals_["DATABASE"],

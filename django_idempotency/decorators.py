@@ -5,6 +5,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -76,13 +77,16 @@ def idempotent(func: F | None = None, /, **options: Any) -> F | Callable[[F], F]
                     return handler(bound_self, request, *a, **kw)
 
             else:
-                raise TypeError(
-                    f"@idempotent on {handler.__qualname__}: no DRF Request among the "
-                    "arguments; it only works on Django REST Framework views"
+                # Check E006 reports this at startup; here it is a configuration
+                # error, not a bug in the request.
+                raise ImproperlyConfigured(
+                    f"@idempotent on {handler.__qualname__}, which was called without a "
+                    "DRF Request: it works on Django REST Framework views only (put "
+                    "@api_view above it, or use an APIView/ViewSet)."
                 )
             view = request.parser_context.get("view")
             if not isinstance(view, APIView):
-                raise TypeError(f"@idempotent on {handler.__qualname__}: not a DRF view")
+                raise ImproperlyConfigured(f"@idempotent on {handler.__qualname__}: not a DRF view")
             return engine.handle(view, request, call, call_args, kwargs, view_options.get())
 
         setattr(wrapper, MARKER, view_options)

@@ -291,17 +291,21 @@ class Options:
     atomic: bool
 
 
-def validate_options(raw: Mapping[str, Any], *, upper: bool = False) -> dict[str, Any]:
+def validate_options(
+    raw: Mapping[str, Any], *, upper: bool = False, also_valid: Iterable[str] = ()
+) -> dict[str, Any]:
     """Validate option values by name; raise ``OptionError`` naming the option.
 
-    ``upper`` reads setting-style names (``TTL``) instead of keyword names.
+    ``upper`` reads setting-style names (``TTL``) instead of keyword names;
+    ``also_valid`` are names the caller handles itself (the setting's global
+    names), listed with the others when a name is unknown.
     """
     known = {(spec.setting_name if upper else spec.name): spec for spec in SPECS}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise OptionError(
             f"unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"valid names are {', '.join(sorted(known))}"
+            f"valid names are {', '.join(sorted([*known, *also_valid]))}"
         )
     validated: dict[str, Any] = {}
     for name, value in raw.items():

@@ -10,13 +10,17 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.http import HttpResponse
 from django.test import override_settings
+from django.urls import include, path
+from django.views import View
 from rest_framework import generics
 from rest_framework.decorators import api_view
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
-from django_idempotency.checks import check_settings
+from django_idempotency.checks import check_protected_views, check_settings
 from tests.factories import api_client
 from tests.test_contract import post
 from tests.testapp.models import Payment
@@ -168,12 +172,60 @@ def test_idempotent_on_as_view_is_a_type_error():
 
 
 @pytest.mark.django_db
-def test_idempotent_on_a_plain_django_view_is_a_type_error(rf):
+def test_idempotent_on_a_plain_django_view_is_improperly_configured_not_a_type_error(rf):
     @idempotent
     def plain(request): ...
 
-    with pytest.raises(TypeError, match="Django REST Framework"):
-        plain(rf.post("/plain/"))
+    with pytest.raises(ImproperlyConfigured, match="Django REST Framework views only"):
+        plain(rf.post("/plain/", HTTP_IDEMPOTENCY_KEY="k"))
+
+
+# A URLconf with what check E006 must find: @idempotent without DRF around it.
+@idempotent
+def plain_function_view(request):
+    return HttpResponse(status=201)
+
+
+class PlainClassView(View):
+    @idempotent
+    def post(self, request):
+        return HttpResponse(status=201)
+
+
+@api_view(["POST"])
+@idempotent
+def drf_function_view(request):
+    return Response(status=201)
+
+
+class DrfClassView(IdempotencyMixin, APIView):
+    def post(self, request):
+        return Response(status=201)
+
+
+urlpatterns = [
+    path("plain/", plain_function_view),
+    path("nested/", include([path("plain-class/", PlainClassView.as_view())])),
+    path("drf/", drf_function_view),
+    path("drf-class/", DrfClassView.as_view()),
+]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_e006_idempotent_on_plain_django_views_is_reported_at_startup():
+    messages = [m for m in check_protected_views() if m.id == "django_idempotency.E006"]
+    found = sorted(m.msg for m in messages)
+    assert len(found) == 2
+    assert "'nested/plain-class/' (PlainClassView)" in found[0]
+    assert "'plain/' (plain_function_view)" in found[1]
+    assert all("@api_view" in m.hint for m in messages)  # says how to fix it
+    with pytest.raises(SystemCheckError, match=r"django_idempotency\.E006"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_e006_is_silent_for_the_drf_views_of_a_project():
+    # tests/urls.py: decorated @api_view functions, mixin views, viewsets, actions.
+    assert check_protected_views() == []
 
 
 # Settings -------------------------------------------------------------------------
@@ -225,6 +277,16 @@ def test_e001_message_names_the_option():
     with override_settings(IDEMPOTENCY={"TTL": "1 day"}):
         (message,) = check_settings()
     assert "TTL" in message.msg
+    # A wrong value is not a wrong name: no list of names to wade through.
+    assert "KEY_PATTERN" not in message.msg + (message.hint or "")
+
+
+def test_e001_lists_every_valid_name_for_an_unknown_one():
+    with override_settings(IDEMPOTENCY={"DATABSE": "records"}):
+        (message,) = check_settings()
+    assert "'DATABSE'" in message.msg
+    for name in ("DATABASE", "LOCK", "CACHE_ALIAS", "TTL", "KEY_PATTERN"):
+        assert name in message.msg
 
 
 @override_settings(IDEMPOTENCY={"DATABASE": "no-such-alias"})

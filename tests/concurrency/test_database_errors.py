@@ -220,7 +220,12 @@ def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(ser
     assert response.json()["code"] == "idempotency_unavailable"
     assert "Retry-After" in response.headers
     assert Payment.objects.filter(reference=key).count() == 0  # rolled back with the session
-    # The release could not reach the database either: the claim expires.
+    # The release could not reach the database either: the claim stays until
+    # lock_timeout, and until then a retry is told to wait, never run.
+    early = server.post("atomic/", key)
+    assert early.status_code == 409
+    assert "Retry-After" in early.headers
+    assert Payment.objects.filter(reference=key).count() == 0
     wait_for_lock_expiry(key)
     retry = server.post("atomic/", key)
     assert retry.status_code == 201
