@@ -13,7 +13,7 @@ EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
 # Named after the extras: installing the MySQL library later reinstalls with mysqlclient.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help install demo demo-script test test-only lint typecheck check-migrations matrix compat bench bench-smoke docs clean
+.PHONY: help install demo demo-script test test-only test-fast lint typecheck check-migrations matrix compat bench bench-smoke docs clean
 
 help:
 	@echo "make demo    set up and start the sample project on http://127.0.0.1:8000/"
@@ -42,6 +42,11 @@ test: lint typecheck check-migrations test-only
 
 test-only: $(STAMP)
 	$(BIN)/python tests/run_backends.py $(ARGS)
+
+# The edit-test loop: every reachable backend, without the tests that start
+# server processes.
+test-fast: $(STAMP)
+	$(BIN)/python tests/run_backends.py -m "not processes" $(ARGS)
 
 # tox finds the other Pythons on PATH; pyenv keeps them out of it unless selected.
 PYENV_BINS := $(shell root=$$(pyenv root 2>/dev/null) && ls -d $$root/versions/3.1[1-9]*/bin 2>/dev/null | tr '\n' ':')

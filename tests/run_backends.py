@@ -6,7 +6,9 @@ as SKIPPED, loudly. With IDEMPOTENCY_REQUIRE_ALL_BACKENDS=1 (set by .ci/run) a
 backend or Redis that cannot be reached fails the run instead.
 
 Extra arguments go to pytest, e.g. ``make test ARGS="-k replay"``; set
-IDEMPOTENCY_TEST_BACKENDS=postgresql to run one backend.
+IDEMPOTENCY_TEST_BACKENDS=postgresql to run one backend. The backends run at
+the same time, each printed when it finishes; IDEMPOTENCY_TEST_PARALLEL=0 runs
+them one after the other with live output.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -54,9 +57,23 @@ def probe_redis() -> str | None:
     return lines[-1] if lines else "unreachable"
 
 
+def _counts(junit: Path) -> dict[str, int]:
+    if not junit.exists():
+        return {"passed": 0, "failed": 0, "skipped": 0}
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    tests = int(suite.get("tests", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    skipped = int(suite.get("skipped", 0))
+    return {"passed": tests - failed - skipped, "failed": failed, "skipped": skipped}
+
+
 def main() -> int:
     required = os.environ.get("IDEMPOTENCY_REQUIRE_ALL_BACKENDS") == "1"
     wanted = [b for b in os.environ.get("IDEMPOTENCY_TEST_BACKENDS", ",".join(ALL)).split(",") if b]
+    # The backends run at once: most of a run is waiting (on servers, on the
+    # databases, on the views of the process tests), not computing.
+    parallel = os.environ.get("IDEMPOTENCY_TEST_PARALLEL", "1") != "0"
     problems: list[str] = []
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     redis_problem = probe_redis()
@@ -67,6 +84,7 @@ def main() -> int:
         else:
             print(f"*** SKIPPED: Redis tests: {msg}", flush=True)
     env_extra = {"IDEMPOTENCY_TEST_REDIS_AVAILABLE": "0" if redis_problem else "1"}
+    runnable = []
     for backend in wanted:
         problem = probe(backend)
         if problem:
@@ -77,37 +95,51 @@ def main() -> int:
             else:
                 print(f"*** SKIPPED: backend {msg}", flush=True)
             continue
-        print(f"\n===== tests on {backend} =====", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            junit = Path(tmp) / "junit.xml"
+        runnable.append(backend)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        running: list[tuple[str, subprocess.Popen[bytes], Path, Path]] = []
+        for backend in runnable:
+            workdir = Path(tmp, backend)
+            workdir.mkdir()
+            junit, log = workdir / "junit.xml", workdir / "output.txt"
             env = {
                 **os.environ,
                 **env_extra,
                 "IDEMPOTENCY_TEST_DB": backend,
-                "IDEMPOTENCY_TEST_SQLITE_DIR": tmp,
+                "IDEMPOTENCY_TEST_SQLITE_DIR": str(workdir),
             }
-            code = subprocess.call(
-                [sys.executable, "-m", "pytest", f"--junitxml={junit}", *sys.argv[1:]],
-                cwd=ROOT,
-                env=env,
-            )
-            if junit.exists():
-                suite = ET.parse(junit).getroot()
-                suite = suite if suite.tag == "testsuite" else suite[0]
-                tests = int(suite.get("tests", 0))
-                failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-                skipped = int(suite.get("skipped", 0))
-                totals["passed"] += tests - failed - skipped
-                totals["failed"] += failed
-                totals["skipped"] += skipped
-        if code not in (0,):
-            problems.append(f"pytest on {backend} exited with {code}")
+            command = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *sys.argv[1:]]
+            if parallel:
+                print(f"===== started the tests on {backend} =====", flush=True)
+                with log.open("wb") as out:
+                    proc = subprocess.Popen(
+                        command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                    )
+            else:
+                print(f"\n===== tests on {backend} =====", flush=True)
+                proc = subprocess.Popen(command, cwd=ROOT, env=env)
+                proc.wait()
+            running.append((backend, proc, junit, log))
+        for backend, proc, junit, log in running:
+            code = proc.wait()
+            if parallel:
+                print(f"\n===== tests on {backend} =====", flush=True)
+                sys.stdout.write(log.read_text(errors="replace"))
+                sys.stdout.flush()
+            for name, count in _counts(junit).items():
+                totals[name] += count
+            if code != 0:
+                problems.append(f"pytest on {backend} exited with {code}")
+        elapsed = time.monotonic() - started
     print()
     for problem in problems:
         print(f"*** {problem}")
     print(
         f"all backends: {totals['passed']} passed, {totals['failed']} failed, "
-        f"{totals['skipped']} skipped"
+        f"{totals['skipped']} skipped in {elapsed:.0f} s"
+        + (" (run in parallel)" if parallel and len(runnable) > 1 else "")
     )
     return 1 if problems else 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import time
 import uuid
 from datetime import timedelta
 
@@ -41,6 +40,7 @@ from django_idempotency.connections import side_connection
 from django_idempotency.identity import lookup_hash
 from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.options import validate_options
+from tests.clock import advance
 from tests.factories import CLIENT_API_KEY, CLIENT_SCOPE, api_client
 from tests.settings import REDIS_URL
 from tests.testapp.models import Payment
@@ -201,7 +201,7 @@ def test_permission_reading_request_data_does_not_blind_the_fingerprint(client):
 @pytest.mark.django_db(transaction=True)
 def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
     # Valid options: lock_timeout <= ttl.
-    options = resolve(validate_options({"ttl": 3, "lock_timeout": 1.5}))
+    options = resolve(validate_options({"ttl": 300, "lock_timeout": 150}))
 
     def new_record(fingerprint="f" * 64):
         return store.NewRecord(
@@ -219,14 +219,14 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
 
     first = engine._claim("default", new_record())  # a worker that then dies
     assert isinstance(first, store.Claim)
-    time.sleep(2.0)  # abandoned since 1.5 s; 1 s of ttl left
+    advance(200, key="k-ttl")  # abandoned since 50 s; 100 s of ttl left
     second = engine._claim("default", new_record())  # the retry takes it over...
     assert isinstance(second, store.Claim), second
-    # ...and runs the view, which takes less than lock_timeout (1.5 s).
-    time.sleep(1.1)  # the record's ttl (from the first claim) has passed
+    # ...and runs the view, which takes less than lock_timeout (150 s).
+    advance(110, key="k-ttl")  # the record's ttl (from the first claim) has passed
     third = engine._claim("default", new_record())
     assert not isinstance(third, store.Claim), (
-        "a live claim (locked for another 0.4 s) was taken over because the "
+        "a live claim (locked for another 40 s) was taken over because the "
         "record's ttl ran out first: the view runs twice at once"
     )
 
@@ -361,7 +361,7 @@ def test_template_response_is_not_answered_500_and_not_run_twice():
 def test_template_response_payment_is_not_made_again_after_lock_timeout():
     client = api_client(raise_request_exception=False)
     _post(client, "/pay-html/", 10, "k-html-2")
-    time.sleep(1.1)  # lock_timeout of the view
+    advance(1.1, key="k-html-2")  # lock_timeout of the view
     _post(client, "/pay-html/", 10, "k-html-2")
     assert Payment.objects.count() == 1, "the same key made two payments"
 
@@ -429,7 +429,7 @@ def test_atomic_requests_with_repeatable_read_runs_the_payment_once(
     atomic_requests_repeatable_read, user_client
 ):
     _post(user_client, "/pay-quick-lock/", 10, "k-rr-2")
-    time.sleep(1.1)  # lock_timeout
+    advance(1.1, key="k-rr-2")  # lock_timeout
     retry = _post(user_client, "/pay-quick-lock/", 10, "k-rr-2")
     assert retry.status_code == 201
     assert Payment.objects.filter(reference="rr").count() == 1, "the payment was made twice"

@@ -6,13 +6,13 @@ The views live at ``/options/<name>/`` (tests/testapp/views.py OPTION_VIEWS).
 import datetime as dt
 import logging
 import re
-import time
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 
 from django_idempotency.models import IdempotencyRecord, State
+from tests.clock import advance
 from tests.factories import RecordFactory, api_client
 from tests.test_contract import assert_problem, fingerprint_for, post, record_for
 from tests.testapp.models import Payment
@@ -193,7 +193,7 @@ def test_key_pattern_default_accepts_visible_ascii(client):
 def test_ttl_expiry_frees_the_key(client):
     first = post(client, opt("short-ttl"), key="k")
     replay = post(client, opt("short-ttl"), key="k")
-    time.sleep(2.2)  # ttl is 2 s
+    advance(2.1, key="k")  # ttl is 2 s
     after = post(client, opt("short-ttl"), key="k")
 
     assert replay["Idempotent-Replayed"] == "true"

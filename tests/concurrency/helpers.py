@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_idempotency.models import IdempotencyRecord, State
+from tests.clock import pass_lock_timeout
 
 
 class Background:
@@ -54,22 +55,5 @@ def wait_for_claim(key: str) -> IdempotencyRecord:
 
 
 def wait_for_lock_expiry(key: str) -> None:
-    """Until the database's own clock says the claim is abandoned."""
-    from django.db import connection
-
-    def expired() -> bool:
-        record = IdempotencyRecord.objects.get(key=key)
-        with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
-                cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-                now = cursor.fetchone()[0]
-                return str(record.locked_until.strftime("%Y-%m-%d %H:%M:%S.%f")) <= now
-            cursor.execute(
-                "SELECT locked_until <= "
-                + ("UTC_TIMESTAMP(6)" if connection.vendor == "mysql" else "statement_timestamp()")
-                + " FROM django_idempotency_idempotencyrecord WHERE id = %s",
-                [record.pk],
-            )
-            return bool(cursor.fetchone()[0])
-
-    wait_until(expired, f"the claim of {key} to time out")
+    """Let the claim's lock_timeout pass, by the database's clock (and Redis's)."""
+    pass_lock_timeout(key)

@@ -74,9 +74,9 @@ def test_slow_worker_cannot_overwrite_the_new_owner(server_factory, path, env):
     _skip_sqlite_writer_lock(path, env)
     server = server_factory(**env)
     key = f"slow-owner-{path.strip('/')}-{len(env)}"
-    # lock_timeout is 3 s on these views: the first request outlives its claim.
+    # The clock is moved past lock_timeout while it sleeps: it outlives its claim.
     slow = Background(
-        lambda: server.post(path, key, headers={"X-Sleep": "8", "X-Request-Id": "slow-one"})
+        lambda: server.post(path, key, headers={"X-Sleep": "3", "X-Request-Id": "slow-one"})
     )
     wait_for_claim(key)
     wait_for_lock_expiry(key)

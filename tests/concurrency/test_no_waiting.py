@@ -30,7 +30,7 @@ def test_duplicate_is_answered_while_the_first_request_runs(server_factory, path
         pytest.skip("SQLite has one writer: duplicates wait for a writing transaction")
     server = server_factory(**env)
     key = f"slow-{path.strip('/')}-{len(env)}"
-    first = Background(lambda: server.post(path, key, headers={"X-Sleep": "6"}))
+    first = Background(lambda: server.post(path, key, headers={"X-Sleep": "3"}))
     wait_for_claim(key)
 
     duplicate = server.post(path, key)

@@ -26,12 +26,12 @@ def _work(request):
 
 
 @api_view(["POST"])
-@idempotent(lock_timeout=3)
+@idempotent(lock_timeout=60)
 def plain(request):
     return _work(request)
 
 
 @api_view(["POST"])
-@idempotent(lock_timeout=3, atomic=True)
+@idempotent(lock_timeout=60, atomic=True)
 def atomic(request):
     return _work(request)
