@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from run import HERE, ROOT, SCENARIOS, drop_pg_database, fresh_pg_database, log, pg_name, tag
+from common import HERE, ROOT, SCENARIOS, drop_pg_database, fresh_pg_database, log, pg_name, tag
 
 OURS = {"package": "django-idempotency", "mode": "view decorator, database"}
 

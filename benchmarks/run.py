@@ -30,22 +30,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-import report  # noqa: E402
+# Run as a script: its directory is first on sys.path, so the modules beside
+# it (report, common, the sections) import by their names.
+import report
+from common import (
+    CREATED,
+    HERE,
+    ROOT,
+    SCENARIOS,
+    drop_pg_database,
+    fresh_pg_database,
+    log,
+    pg_admin,
+    pg_name,
+    pg_reachable,
+    tag,
+)
 
 BENCH_VENV = HERE / ".venv-bench"
 REQUIREMENTS = HERE / "requirements-bench.txt"
 SECTIONS = ("overhead", "redis", "whatif", "scale", "purge", "peers", "correctness")
 VARIANTS = ["plain", "ours", "ours-atomic", "floor", "floor-atomic"]
-SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def bench_python(args: argparse.Namespace) -> str:
@@ -67,44 +72,6 @@ def bench_python(args: argparse.Namespace) -> str:
         )
         stamp.write_text(REQUIREMENTS.read_text())
     return str(python)
-
-
-def pg_admin() -> Any:
-    import psycopg
-
-    return psycopg.connect(**PG, autocommit=True, connect_timeout=3)
-
-
-def pg_reachable() -> bool:
-    try:
-        with pg_admin() as conn:
-            conn.execute("SELECT 1")
-        return True
-    except Exception as exc:
-        log(f"PostgreSQL not reachable ({exc.__class__.__name__}); skipping it")
-        return False
-
-
-#: Databases this run created; names carry the pid so that two runs (or
-#: another helper's benchmark) on the same server never drop each other's.
-CREATED: set[str] = set()
-
-
-def pg_name(purpose: str) -> str:
-    return f"bench_idem_{os.getpid()}_{purpose}"
-
-
-def fresh_pg_database(name: str) -> None:
-    CREATED.add(name)
-    with pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_pg_database(name: str) -> None:
-    with pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    CREATED.discard(name)
 
 
 class Runner:
@@ -161,10 +128,6 @@ def cache_lock_available() -> bool:
         "django.core.cache" in path.read_text() and path.name not in ("checks.py", "conf.py")
         for path in package.glob("*.py")
     )
-
-
-def tag(rows: list[dict[str, Any]], **labels: Any) -> list[dict[str, Any]]:
-    return [{**labels, **row} for row in rows]
 
 
 def section_overhead(run: Runner, dbs: list[str], results: dict[str, Any]) -> None:
@@ -414,8 +377,6 @@ def machine() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The section modules import helpers from "run": let them share this one.
-    sys.modules.setdefault("run", sys.modules[__name__])
     try:
         sys.exit(main())
     except RuntimeError as exc:

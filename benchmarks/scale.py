@@ -16,7 +16,7 @@ import subprocess
 import time
 from typing import Any
 
-from run import HERE, ROOT, drop_pg_database, fresh_pg_database, log, pg_name, tag
+from common import HERE, ROOT, drop_pg_database, fresh_pg_database, log, pg_name, tag
 
 TABLE = "django_idempotency_idempotencyrecord"
 BATCH = 1_000_000

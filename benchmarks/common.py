@@ -1,0 +1,62 @@
+"""What the benchmark's driver (run.py) and its sections (scale.py,
+peers_run.py) share: paths, the scenario names, logging and the scratch
+PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pg_admin() -> Any:
+    import psycopg
+
+    return psycopg.connect(**PG, autocommit=True, connect_timeout=3)
+
+
+def pg_reachable() -> bool:
+    try:
+        with pg_admin() as conn:
+            conn.execute("SELECT 1")
+        return True
+    except Exception as exc:
+        log(f"PostgreSQL not reachable ({exc.__class__.__name__}); skipping it")
+        return False
+
+
+#: Databases this run created; names carry the pid so that two runs (or
+#: another helper's benchmark) on the same server never drop each other's.
+CREATED: set[str] = set()
+
+
+def pg_name(purpose: str) -> str:
+    return f"bench_idem_{os.getpid()}_{purpose}"
+
+
+def fresh_pg_database(name: str) -> None:
+    CREATED.add(name)
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_pg_database(name: str) -> None:
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    CREATED.discard(name)
+
+
+def tag(rows: list[dict[str, Any]], **labels: Any) -> list[dict[str, Any]]:
+    return [{**labels, **row} for row in rows]
