@@ -13,8 +13,8 @@ import codecs
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
@@ -34,8 +34,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import conf
-from .models import IdempotencyRecord, State
-from .purge import database_time_ago, delete_in_batches
+from .models import IdempotencyRecord, RecordQuerySet, State
+from .purge import delete_in_batches
 
 #: Bodies longer than this are cut on the detail page (and not parsed as JSON).
 BODY_DISPLAY_LIMIT = 64 * 1024
@@ -99,12 +99,11 @@ class StateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        # The database's clock, the one that decides expiry on the request path.
-        now = database_time_ago(queryset.db, timedelta())
+        records = cast(RecordQuerySet, queryset)  # the model's manager makes them
         if value == EXPIRED:
-            return queryset.filter(expires_at__lte=now)
+            return records.expired()
         if value in (State.IN_PROGRESS, State.COMPLETED):
-            return queryset.filter(state=value, expires_at__gt=now)
+            return records.live().filter(state=value)
         return queryset
 
 
@@ -527,9 +526,8 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     @admin.action(
         description=_("Delete expired records among the selected"), permissions=["delete"]
     )
-    def delete_expired(self, request: HttpRequest, queryset: QuerySet[IdempotencyRecord]) -> None:
-        now = database_time_ago(queryset.db, timedelta())
-        deleted, _batches = delete_in_batches(queryset.filter(expires_at__lte=now))
+    def delete_expired(self, request: HttpRequest, queryset: RecordQuerySet) -> None:
+        deleted, _batches = delete_in_batches(queryset.expired())
         self.message_user(
             request,
             ngettext(

@@ -61,3 +61,18 @@ def close_side_connections(**kwargs: Any) -> None:
     """``request_finished`` receiver: the same life cycle as Django's connections."""
     for conn in (getattr(_side, "conns", None) or {}).values():
         conn.close_if_unusable_or_obsolete()
+
+
+def snapshot_isolation(connection: BaseDatabaseWrapper) -> bool:
+    """True for PostgreSQL at REPEATABLE READ or SERIALIZABLE, where a
+    transaction does not see rows committed after its first statement.
+
+    (MySQL/MariaDB UPDATEs read the latest committed row at any level.)
+    """
+    if connection.vendor != "postgresql":
+        return False
+    level = getattr(connection, "isolation_level", None)
+    name = getattr(level, "name", None)  # psycopg 3: IsolationLevel enum
+    if name is not None:
+        return name in ("REPEATABLE_READ", "SERIALIZABLE")
+    return level in (2, 3)  # psycopg2's ISOLATION_LEVEL_REPEATABLE_READ / _SERIALIZABLE

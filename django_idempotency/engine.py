@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import cache_lock, conf, signals, store
-from .connections import claim_connection, in_caller_transaction
+from .connections import claim_connection, in_caller_transaction, snapshot_isolation
 from .exceptions import (
     IdempotencyError,
     KeyInvalid,
@@ -36,6 +36,7 @@ from .exceptions import (
 )
 from .identity import endpoint_of, fingerprints_of, lookup_hash, request_id_of, scope_of
 from .keys import InvalidKey, parse_key
+from .models import State
 from .options import OptionError, Options, validate_options
 from .responses import replay, storable_headers, unstorable_reason
 
@@ -184,7 +185,9 @@ def handle(
             logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
             return _problem(Unavailable(), request_id, options)
         if isinstance(outcome, store.Existing):
-            replayable = store.stored_response(outcome) if outcome.state == "completed" else None
+            replayable = (
+                store.stored_response(outcome) if outcome.state == State.COMPLETED else None
+            )
             return _answer(
                 sender,
                 request,
@@ -258,9 +261,9 @@ def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
             continue
         if isinstance(found, store.Claim):
             return found
-        live = found.state != "completed" and not found.abandoned
+        live = found.state != State.COMPLETED and not found.abandoned
         if (found.expired and not live) or (
-            found.same_request and found.state != "completed" and found.abandoned
+            found.same_request and found.state != State.COMPLETED and found.abandoned
         ):
             taken = store.take_over(connection, new, found)
             if taken is not None:
@@ -296,7 +299,7 @@ def _run(
     # took its snapshot before our claim was committed on the side connection,
     # so it cannot see (nor complete) the record. Finish it after the caller
     # commits; if the caller rolls back, the claim expires after lock_timeout.
-    defer = in_caller and store.snapshot_isolation(connection)
+    defer = in_caller and snapshot_isolation(connection)
 
     def done(stored: store.StoredResponse | None) -> None:
         if in_caller:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
 
 from .options import KEY_MAX_LENGTH_LIMIT
@@ -15,6 +18,32 @@ class State(models.TextChoices):
 
 
 class RecordQuerySet(models.QuerySet["IdempotencyRecord"]):
+    """The states a record can be in, by the database's clock (the one that
+    decides on the request path: a host whose clock runs ahead must not see
+    live records as expired)."""
+
+    def _ago(self, age: timedelta = timedelta()) -> RawSQL:
+        from .store import Dialect  # store imports this module
+
+        sql, param = Dialect(connections[self.db]).later(-age)
+        return RawSQL(sql, [param])
+
+    def expired(self, older_than: timedelta = timedelta()) -> RecordQuerySet:
+        """Past ``expires_at`` (by at least ``older_than``): no longer replayed."""
+        return self.filter(expires_at__lte=self._ago(older_than))
+
+    def live(self) -> RecordQuerySet:
+        """Not expired: replayed, or still being worked on."""
+        return self.filter(expires_at__gt=self._ago())
+
+    def idle(self) -> RecordQuerySet:
+        """Completed, or in progress with its lock run out: no request works on it."""
+        return self.filter(Q(state=State.COMPLETED) | Q(locked_until__lte=self._ago()))
+
+    def abandoned(self, older_than: timedelta = timedelta()) -> RecordQuerySet:
+        """In progress, its lock run out (at least ``older_than`` ago)."""
+        return self.filter(state=State.IN_PROGRESS, locked_until__lte=self._ago(older_than))
+
     def delete(self) -> tuple[int, dict[str, int]]:
         """Deleting records (admin, shell, code) also makes Redis forget them."""
         from .cache_lock import forget_deleted  # loaded by AppConfig.ready()

@@ -20,13 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connections
-from django.db.models import Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import QuerySet
 
 from . import cache_lock, conf
-from .models import IdempotencyRecord, State
-from .store import Dialect
+from .models import IdempotencyRecord
 
 logger = logging.getLogger("django_idempotency")
 
@@ -79,24 +76,6 @@ def parse_age(text: str) -> timedelta:
 
 def batches_text(count: int) -> str:
     return f"{count} batch" if count == 1 else f"{count} batches"
-
-
-def database_time_ago(alias: str, age: timedelta) -> RawSQL:
-    """SQL for "the database's clock minus ``age``".
-
-    The database's clock, as on the request path: a cron host whose clock runs
-    ahead must not delete records that the application servers still replay.
-    Computed in SQL, so the comparison holds whatever ``USE_TZ`` and the
-    connection's time zone are.
-    """
-    d = Dialect(connections[alias])
-    if d.vendor == "postgresql":
-        return RawSQL(f"{d.now} - %s * interval '1 second'", [age.total_seconds()])
-    if d.vendor == "mysql":
-        return RawSQL(f"{d.now} - INTERVAL %s MICROSECOND", [age // timedelta(microseconds=1)])
-    return RawSQL(
-        "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)", [f"-{age.total_seconds()} seconds"]
-    )
 
 
 def delete_in_batches(
@@ -175,23 +154,16 @@ def purge(
     alias = database or conf.get_settings().database
     started = time.monotonic()
     records = IdempotencyRecord.objects.using(alias)
-    expired_cutoff = database_time_ago(alias, older_than)
-    now = database_time_ago(alias, timedelta())
     # An expired record that a request still works on (a takeover of an
     # abandoned claim near the end of ttl) stays until its claim ends: deleting
     # it would let a duplicate start a second live execution.
-    expired = records.filter(expires_at__lt=expired_cutoff).filter(
-        Q(state=State.COMPLETED) | Q(locked_until__lte=now)
-    )
-    abandoned = records.filter(
-        state=State.IN_PROGRESS,
-        locked_until__lt=database_time_ago(alias, max(ABANDONED_MARGIN, older_than)),
-    )
+    expired = records.expired(older_than).idle()
+    abandoned = records.abandoned(max(ABANDONED_MARGIN, older_than))
     if dry_run:
         # Excluding the expired ones so no record is counted twice.
         result = PurgeResult(
             expired=expired.count(),
-            abandoned=abandoned.exclude(expires_at__lt=expired_cutoff).count(),
+            abandoned=abandoned.exclude(pk__in=expired.values("pk")).count(),
             batches=0,
             dry_run=True,
             seconds=time.monotonic() - started,

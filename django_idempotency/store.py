@@ -100,8 +100,23 @@ class Dialect:
             return f"{self.now} + %s * interval '1 second'", delta.total_seconds()
         if self.vendor == "mysql":
             return f"{self.now} + INTERVAL %s MICROSECOND", delta // timedelta(microseconds=1)
-        return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)", f"+{delta.total_seconds()} seconds"
+        return (
+            "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)",
+            f"{delta.total_seconds():+} seconds",
+        )
 
+
+def _max_length(name: str) -> int:
+    length = getattr(IdempotencyRecord._meta.get_field(name), "max_length", None)
+    assert isinstance(length, int)
+    return length
+
+
+# Values longer than their column are cut rather than refused: they come from
+# the URL or the project's scope callables, and only identify the record.
+_SCOPE_MAX = _max_length("scope")
+_ENDPOINT_MAX = _max_length("endpoint")
+_PATH_MAX = _max_length("path")
 
 _INSERT_COLUMNS = (
     "lookup_hash",
@@ -132,10 +147,10 @@ def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]
     params = [
         new.lookup_hash,
         new.key,
-        new.scope[:255],
-        new.endpoint[:255],
+        new.scope[:_SCOPE_MAX],
+        new.endpoint[:_ENDPOINT_MAX],
         new.method,
-        new.path[:2048],
+        new.path[:_PATH_MAX],
         new.fingerprint,
         State.IN_PROGRESS.value,
         token,
@@ -147,16 +162,18 @@ def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]
 
 
 def _select_columns(d: Dialect, fingerprints: int) -> str:
-    # The body is only fetched when it will be replayed.
+    """The columns of ``Existing`` after ``id`` (the body only when it will be replayed)."""
+    q = d.qn
+    fingerprint = q("fingerprint")
     same = (
-        "fingerprint = %s"
+        f"{fingerprint} = %s"
         if fingerprints == 1
-        else (f"fingerprint IN ({', '.join(['%s'] * fingerprints)})")
+        else (f"{fingerprint} IN ({', '.join(['%s'] * fingerprints)})")
     )
     return (
-        f"id, state, {same}, token, request_id, response_status, response_headers, "
-        f"CASE WHEN {same} THEN response_body END, "
-        f"expires_at <= {d.now}, locked_until <= {d.now}"
+        f"{q('state')}, {same}, {q('token')}, {q('request_id')}, {q('response_status')}, "
+        f"{q('response_headers')}, CASE WHEN {same} THEN {q('response_body')} END, "
+        f"{q('expires_at')} <= {d.now}, {q('locked_until')} <= {d.now}"
     )
 
 
@@ -174,21 +191,6 @@ def _existing(row: Sequence[Any]) -> Existing:
         expired=bool(row[8]),
         abandoned=bool(row[9]),
     )
-
-
-def snapshot_isolation(connection: BaseDatabaseWrapper) -> bool:
-    """True for PostgreSQL at REPEATABLE READ or SERIALIZABLE, where a
-    transaction does not see rows committed after its first statement.
-
-    (MySQL/MariaDB UPDATEs read the latest committed row at any level.)
-    """
-    if connection.vendor != "postgresql":
-        return False
-    level = getattr(connection, "isolation_level", None)
-    name = getattr(level, "name", None)  # psycopg 3: IsolationLevel enum
-    if name is not None:
-        return name in ("REPEATABLE_READ", "SERIALIZABLE")
-    return level in (2, 3)  # psycopg2's ISOLATION_LEVEL_REPEATABLE_READ / _SERIALIZABLE
 
 
 def storable(new: NewRecord) -> bool:
@@ -220,7 +222,8 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     insert, params = _insert_sql(d, new, token)
     fingerprints = new.fingerprints
     columns = _select_columns(d, len(fingerprints))
-    select = f"SELECT {columns} FROM {d.table} WHERE lookup_hash = %s"
+    by_hash = f"{d.qn('lookup_hash')} = %s"
+    select = f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {by_hash}"
     select_params = [*fingerprints, *fingerprints, new.lookup_hash]
     with connection.cursor() as cursor:
         if d.vendor == "postgresql":
@@ -231,10 +234,11 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             # snapshot can also miss a row committed while the statement ran;
             # the plain SELECT below catches that rare case.
             cursor.execute(
-                f"WITH ins AS ({insert} ON CONFLICT (lookup_hash) DO NOTHING RETURNING id) "
+                f"WITH ins AS ({insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING "
+                f"RETURNING {d.qn('id')}) "
                 "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE "
-                f"FROM ins UNION ALL SELECT id, FALSE, {columns.removeprefix('id, ')} "
-                f"FROM {d.table} WHERE lookup_hash = %s",
+                f"FROM ins UNION ALL SELECT {d.qn('id')}, FALSE, {columns} "
+                f"FROM {d.table} WHERE {by_hash}",
                 [*params, *select_params],
             )
             rows = cursor.fetchall()
@@ -246,7 +250,7 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             if rows:
                 return _existing((rows[0][0], *rows[0][2:]))
         elif d.vendor == "sqlite":
-            cursor.execute(f"{insert} ON CONFLICT (lookup_hash) DO NOTHING", params)
+            cursor.execute(f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING", params)
             if cursor.rowcount == 1:
                 return Claim(_lastrowid(cursor), token)
         else:
@@ -283,29 +287,39 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
         State.IN_PROGRESS.value,
         new.fingerprint,
         new.key,
-        new.scope[:255],
-        new.endpoint[:255],
+        new.scope[:_SCOPE_MAX],
+        new.endpoint[:_ENDPOINT_MAX],
         new.method,
-        new.path[:2048],
+        new.path[:_PATH_MAX],
         new.request_id,
         lock_param,
     ]
+    q = d.qn
     if existing.expired:
         ttl_sql, ttl_param = d.later(new.ttl)
-        renew = f", created_at = {d.now}, expires_at = {ttl_sql}"
+        renew = f", {q('created_at')} = {d.now}, {q('expires_at')} = {ttl_sql}"
         # An expired record that a live request still works on (a takeover
         # near the end of ttl) is not free yet.
-        condition = f"expires_at <= {d.now} AND (state = %s OR locked_until <= {d.now})"
+        condition = (
+            f"{q('expires_at')} <= {d.now} "
+            f"AND ({q('state')} = %s OR {q('locked_until')} <= {d.now})"
+        )
         params.append(ttl_param)
     else:
         renew = ""
-        condition = f"state = %s AND locked_until <= {d.now}"
+        condition = f"{q('state')} = %s AND {q('locked_until')} <= {d.now}"
+    assignments = ", ".join(
+        f"{q(column)} = %s"
+        for column in (
+            "token", "state", "fingerprint", "key", "scope", "endpoint", "method", "path",
+            "request_id",
+        )
+    )  # fmt: skip
     sql = (
-        f"UPDATE {d.table} SET token = %s, state = %s, fingerprint = %s, {d.qn('key')} = %s, "
-        "scope = %s, endpoint = %s, method = %s, path = %s, request_id = %s, "
-        f"locked_until = {lock_sql}{renew}, completed_at = NULL, response_status = NULL, "
-        "response_headers = '', response_body = NULL "
-        f"WHERE id = %s AND token = %s AND {condition}"
+        f"UPDATE {d.table} SET {assignments}, {q('locked_until')} = {lock_sql}{renew}, "
+        f"{q('completed_at')} = NULL, {q('response_status')} = NULL, "
+        f"{q('response_headers')} = '', {q('response_body')} = NULL "
+        f"WHERE {q('id')} = %s AND {q('token')} = %s AND {condition}"
     )
     params += [existing.record_id, existing.token]
     params.append(State.COMPLETED.value if existing.expired else State.IN_PROGRESS.value)
@@ -318,11 +332,13 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
 def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
     """Store the response; False if the claim was taken over (fenced out)."""
     d = Dialect(connection)
+    q = d.qn
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {d.table} SET state = %s, completed_at = {d.now}, response_status = %s, "
-            "response_headers = %s, response_body = %s "
-            "WHERE id = %s AND token = %s AND state = %s",
+            f"UPDATE {d.table} SET {q('state')} = %s, {q('completed_at')} = {d.now}, "
+            f"{q('response_status')} = %s, {q('response_headers')} = %s, "
+            f"{q('response_body')} = %s "
+            f"WHERE {q('id')} = %s AND {q('token')} = %s AND {q('state')} = %s",
             [
                 State.COMPLETED.value,
                 stored.status,
@@ -339,9 +355,11 @@ def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredRespon
 def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
     """Free the key so a retry runs the view; never touches a completed record."""
     d = Dialect(connection)
+    q = d.qn
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {d.table} WHERE id = %s AND token = %s AND state = %s",
+            f"DELETE FROM {d.table} WHERE {q('id')} = %s AND {q('token')} = %s "
+            f"AND {q('state')} = %s",
             [claim.record_id, claim.token, State.IN_PROGRESS.value],
         )
         return bool(cursor.rowcount == 1)
