@@ -3,13 +3,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from . import engine
+from .option_types import IdempotencyOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +39,12 @@ def async_refusal(name: str) -> str:
 @overload
 def idempotent(func: F, /) -> F: ...
 @overload
-def idempotent(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+def idempotent(func: None = None, /, **options: Unpack[IdempotencyOptions]) -> Callable[[F], F]: ...
 
 
-def idempotent(func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+def idempotent(
+    func: F | None = None, /, **options: Unpack[IdempotencyOptions]
+) -> F | Callable[[F], F]:
     """Make a DRF handler honour idempotency keys.
 
     Works on ``@api_view`` functions (placed below ``@api_view``), on APIView

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rest_framework.request import Request
@@ -9,6 +8,7 @@ from rest_framework.views import APIView
 
 from . import engine
 from .decorators import MARKER, async_refusal
+from .option_types import IdempotencyOptions
 
 
 class IdempotencyMixin:
@@ -22,7 +22,7 @@ class IdempotencyMixin:
     Handlers that carry their own ``@idempotent`` keep their own options.
     """
 
-    idempotency_options: ClassVar[Mapping[str, Any]] = {}
+    idempotency_options: ClassVar[IdempotencyOptions] = {}
     _idempotency_view_options: ClassVar[engine.ViewOptions]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -59,6 +59,10 @@ A mistyped name, a wrong type or an impossible combination (`key_min_length`
 above `key_max_length`, `lock_timeout` longer than `ttl`, `replayed_header`
 equal to `header`) is an `ImproperlyConfigured` error when the view is
 imported, and a `django_idempotency.E001` system check error in the setting.
+Before that, mypy and editors catch it: the keyword options of `@idempotent`
+and `idempotency_options` are typed by
+`django_idempotency.option_types.IdempotencyOptions` (a `TypedDict`), so
+`@idempotent(requierd=True)` is a type error where the view is written.
 Settings that only exist globally (`DATABASE`, `LOCK`, `CACHE_ALIAS`) are on
 the [settings](settings.md) page.
 """
