@@ -35,7 +35,7 @@ from .exceptions import (
     Unavailable,
 )
 from .identity import endpoint_of, fingerprints_of, lookup_hash, request_id_of, scope_of
-from .keys import InvalidKey, parse_key
+from .keys import parse_key
 from .models import State
 from .options import OptionError, Options, validate_options
 from .responses import replay, storable_headers, unstorable_reason
@@ -95,8 +95,8 @@ def handle(
     request_id = request_id_of(request, options)
     try:
         key = parse_key(raw_key, options)
-    except InvalidKey as exc:
-        return _problem(KeyInvalid(str(exc)), request_id, options)
+    except KeyInvalid as exc:
+        return _problem(exc, request_id, options)
 
     endpoint = endpoint_of(request)
     try:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from .exceptions import KeyInvalid
 from .options import Options
-
-
-class InvalidKey(ValueError):
-    """The message says which rule the key broke; it is sent to the client."""
 
 
 def _unquote_sf_string(value: str) -> str:
@@ -17,33 +14,34 @@ def _unquote_sf_string(value: str) -> str:
         if char == "\\":
             escaped = next(chars, "")
             if escaped not in ('"', "\\"):
-                raise InvalidKey("the quoted key has an invalid escape sequence")
+                raise KeyInvalid("the quoted key has an invalid escape sequence")
             out.append(escaped)
         elif char == '"':
-            raise InvalidKey("the quoted key has an unescaped double quote")
+            raise KeyInvalid("the quoted key has an unescaped double quote")
         else:
             out.append(char)
     return "".join(out)
 
 
 def parse_key(raw: str, options: Options) -> str:
-    """Return the key, or raise ``InvalidKey`` naming the rule that failed."""
+    """Return the key, or raise ``KeyInvalid`` whose detail (sent to the
+    client) names the rule that failed."""
     value = raw.strip(" \t")
     if not value.isascii():
-        raise InvalidKey("the key must be ASCII")
+        raise KeyInvalid("the key must be ASCII")
     if not value.isprintable():
-        raise InvalidKey("the key must not contain control characters")
+        raise KeyInvalid("the key must not contain control characters")
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value = _unquote_sf_string(value)
     elif "," in value:
         # Two copies of the header arrive joined by a comma.
-        raise InvalidKey(f"the {options.header} header must be sent once, with one value")
+        raise KeyInvalid(f"the {options.header} header must be sent once, with one value")
     if not value:
-        raise InvalidKey("the key is empty")
+        raise KeyInvalid("the key is empty")
     if len(value) < options.key_min_length:
-        raise InvalidKey(f"the key must be at least {options.key_min_length} characters long")
+        raise KeyInvalid(f"the key must be at least {options.key_min_length} characters long")
     if len(value) > options.key_max_length:
-        raise InvalidKey(f"the key must be at most {options.key_max_length} characters long")
+        raise KeyInvalid(f"the key must be at most {options.key_max_length} characters long")
     if not options.key_pattern.fullmatch(value):
-        raise InvalidKey("the key contains characters that are not allowed")
+        raise KeyInvalid("the key contains characters that are not allowed")
     return value
