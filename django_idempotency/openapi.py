@@ -127,7 +127,11 @@ def _portable(pattern: re.Pattern[str]) -> bool:
 
 
 def _key_parameter(options: Options) -> dict[str, Any]:
-    hours = options.ttl.total_seconds() / 3600
+    seconds = int(options.ttl.total_seconds())
+    for unit, size in (("hours", 3600), ("minutes", 60), ("seconds", 1)):
+        if seconds % size == 0:
+            remembered = f"{seconds // size} {unit}"
+            break
     lines = [
         "Idempotency key: a value the client generates for this operation (a UUID v4 "
         "is ideal) and sends again, unchanged, on every retry. A retry gets the first "
@@ -135,7 +139,7 @@ def _key_parameter(options: Options) -> dict[str, Any]:
         "Required: a request without it is refused with 400."
         if options.required
         else "Optional: without it the request runs unprotected.",
-        f"Remembered for {hours:g} hours"
+        f"Remembered for {remembered} from the first request"
         + (", separately on each endpoint." if options.per_endpoint else "."),
         'The IETF draft\'s quoted form ("key") is accepted too; the bounds apply to '
         "the unquoted value, which must be ASCII without control characters.",
