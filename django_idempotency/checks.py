@@ -88,6 +88,40 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
+@register(Tags.compatibility)
+def check_schema_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """drf-spectacular wired without the app's schema class: the schema would
+    leave every key header and problem response out, silently."""
+    if "drf_spectacular" not in getattr(settings, "INSTALLED_APPS", ()):
+        return []
+    try:
+        from drf_spectacular.openapi import AutoSchema
+        from rest_framework.settings import api_settings
+
+        schema_class = api_settings.DEFAULT_SCHEMA_CLASS
+    except ImportError:
+        return []  # DRF and drf-spectacular report their own import errors
+    from .openapi import IdempotencySchemaMixin
+
+    if (
+        isinstance(schema_class, type)
+        and issubclass(schema_class, AutoSchema)
+        and not issubclass(schema_class, IdempotencySchemaMixin)
+    ):
+        return [
+            Warning(
+                f"REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is {schema_class.__module__}."
+                f"{schema_class.__qualname__}: the OpenAPI schema will not document the "
+                "idempotency key header nor its problem responses.",
+                hint="Use 'django_idempotency.openapi.AutoSchema', or put "
+                "django_idempotency.openapi.IdempotencySchemaMixin first in your "
+                "AutoSchema's bases. See https://django-idempotency.readthedocs.io/en/latest/openapi/",
+                id="django_idempotency.W004",
+            )
+        ]
+    return []
+
+
 @register(Tags.database)
 def check_table(
     app_configs: Any = None, databases: Any = None, **kwargs: Any

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from . import engine
 from .decorators import MARKER, async_refusal
 from .option_types import IdempotencyOptions
+from .options import Options
 
 
 class IdempotencyMixin:
@@ -48,6 +49,48 @@ class IdempotencyMixin:
             return engine.handle(self, request, handler, a, kw, options)  # type: ignore[arg-type]
 
         setattr(self, method, idempotent_handler)
+
+
+def view_options(view: APIView, method: str) -> Options | None:
+    """The resolved options that govern ``method`` on this view instance, or
+    None where the app leaves the method alone (no ``@idempotent`` on its
+    handler, no mixin, or a method outside the options' ``methods``).
+
+    The same rule as at request time: a handler's own ``@idempotent`` wins over
+    the mixin. Schema generators read it (``django_idempotency.openapi``); on a
+    ViewSet the handler is the one named by ``view.action``.
+    """
+    name = method.lower()
+    if name not in view.http_method_names:
+        return None
+    handler = getattr(view, getattr(view, "action", None) or name, None)
+    if handler is None:
+        return None
+    marked = _decorator_options(handler)
+    if marked is not None:
+        options = marked.get()
+    elif isinstance(view, IdempotencyMixin):
+        options = view._idempotency_view_options.get()
+    else:
+        return None
+    return options if name.upper() in options.methods else None
+
+
+def _decorator_options(handler: Any) -> engine.ViewOptions | None:
+    marked: engine.ViewOptions | None = getattr(handler, MARKER, None)
+    if marked is not None:
+        return marked
+    # @api_view builds a class whose handlers forward to the decorated
+    # function, which it keeps only in their closure.
+    function = getattr(handler, "__func__", handler)
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            marked = getattr(cell.cell_contents, MARKER, None)
+        except ValueError:  # a cell not filled yet
+            continue
+        if isinstance(marked, engine.ViewOptions):
+            return marked
+    return None
 
 
 _MIXIN_ORDER_HINT = """\

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.urls import reverse
 from rest_framework.decorators import api_view, permission_classes, renderer_classes
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -101,6 +102,7 @@ def index(request: Request) -> Response:
                 "X-Demo-Fail": "500, 502, 503 or 504: the operation fails before doing "
                 "anything (lithic and orzcash)",
             },
+            "openapi": {"schema": reverse("schema"), "swagger_ui": reverse("swagger-ui")},
             "groups": GROUPS,
         }
     )
