@@ -34,7 +34,8 @@ from rest_framework import generics, serializers
 
 from django_idempotency import IdempotencyMixin
 from django_idempotency.checks import check_schema_class
-from django_idempotency.keys import InvalidKey, parse_key
+from django_idempotency.exceptions import KeyInvalid
+from django_idempotency.keys import parse_key
 from django_idempotency.openapi import IdempotencySchemaMixin, problem_codes
 from django_idempotency.options import Options, combine, validate_options
 from sample_project.demo.views import ietf, lithic, orzcash, stannp, txcloud
@@ -229,7 +230,7 @@ def test_a_client_that_checks_keys_against_the_schema_sends_exactly_the_keys_the
         )
         try:
             accepted = parse_key(key, options) == key
-        except InvalidKey:
+        except KeyInvalid:
             accepted = False
         assert by_schema == accepted, key
 
