@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -106,6 +107,63 @@ def _decode(raw: bytes) -> tuple[str, StoredResponse]:
     )
 
 
+class RedisFront:
+    """The Redis front as one request sees it: ``check`` before the database,
+    then exactly one of ``finish`` (the outcome is committed) or ``forget``
+    (the request ends without one). Both are no-ops unless ``check`` took the
+    lock, so callers need not track whether it did."""
+
+    def __init__(
+        self,
+        alias: str,
+        lookup_hash: str,
+        fingerprints: tuple[str, ...],
+        *,
+        ttl: timedelta,
+        lock_timeout: timedelta,
+    ) -> None:
+        self.alias = alias
+        self.lookup_hash = lookup_hash
+        self.fingerprints = fingerprints
+        self.ttl = ttl
+        self.lock_timeout = lock_timeout
+        self._lock_value: str | None = None
+        self._started = time.monotonic()
+
+    def check(self, token: str) -> Held | Cached | None:
+        """Held or Cached answer the request; None sends it to the database
+        (with our lock taken, or Redis unavailable)."""
+        found = check(self.alias, self.lookup_hash, self.fingerprints, token, self.lock_timeout)
+        if isinstance(found, Acquired):
+            self._lock_value = found.lock_value
+            return None
+        return found
+
+    def finish(self, stored: StoredResponse | None, *, fresh: bool) -> None:
+        """The outcome is committed: cache ``stored`` if it may be replayed
+        from Redis, and drop our lock."""
+        if self._lock_value is None:
+            return
+        # Redis forgets the response when the record expires; the record's
+        # clock started at the claim, and a takeover (not ``fresh``) keeps the
+        # first request's, which we cannot know.
+        ttl_left = self.ttl - timedelta(seconds=time.monotonic() - self._started)
+        cacheable = stored is not None and fresh and ttl_left > timedelta(0)
+        lock_value, self._lock_value = self._lock_value, None
+        finish(
+            self.alias,
+            self.lookup_hash,
+            lock_value,
+            self.fingerprints[0],
+            stored if cacheable else None,
+            ttl_left if cacheable else self.ttl,
+        )
+
+    def forget(self) -> None:
+        """The request ends without a stored outcome: drop our lock only."""
+        self.finish(None, fresh=False)
+
+
 def check(
     alias: str,
     lookup_hash: str,
@@ -166,7 +224,7 @@ def finish(
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
 
 
-def forget(alias: str, lookup_hashes: list[str]) -> None:
+def drop_responses(alias: str, lookup_hashes: list[str]) -> None:
     """Drop the cached responses of deleted records: the database is the
     source of truth, and a deleted record lets the next retry run again."""
     if not lookup_hashes:
@@ -193,7 +251,7 @@ def forget_deleted(database: str, lookup_hashes: list[str]) -> None:
         return
 
     def run() -> None:
-        forget(app_settings.cache_alias, lookup_hashes)
+        drop_responses(app_settings.cache_alias, lookup_hashes)
 
     if in_caller_transaction(connections[database]):
         transaction.on_commit(run, using=database)

@@ -8,9 +8,7 @@ to a caller the view itself would refuse.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -123,26 +121,24 @@ def handle(
     app_settings = conf.get_settings()
     alias = app_settings.database
     sender = type(view)
-    redis_lock: str | None = None
+    front: cache_lock.RedisFront | None = None
     if app_settings.lock == "cache":
-        fast = cache_lock.check(
+        front = cache_lock.RedisFront(
             app_settings.cache_alias,
             new.lookup_hash,
             new.fingerprints,
-            store.new_token(),
-            options.lock_timeout,
+            ttl=options.ttl,
+            lock_timeout=options.lock_timeout,
         )
+        fast = front.check(store.new_token())
         if isinstance(fast, cache_lock.Cached):
             return _answer(
                 sender, request, key, None, fast.same_request, fast.response, request_id, options
             )
         if isinstance(fast, cache_lock.Held):
             return _answer(sender, request, key, None, fast.same_request, None, request_id, options)
-        if isinstance(fast, cache_lock.Acquired):
-            redis_lock = fast.lock_value
 
-    claimed_at = time.monotonic()
-    handed_over = False  # once _run returns, it has seen to the Redis lock
+    handed_over = False  # once _run returns, it has seen to the Redis front
 
     def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
         """Runs once the record's outcome is committed, never before: Redis
@@ -155,19 +151,8 @@ def handle(
                 key=key,
                 record_id=claim.record_id,
             )
-        if redis_lock is not None:
-            # Redis forgets the response when the record expires; the record's
-            # clock started at the claim (a takeover keeps the first one's).
-            ttl_left = options.ttl - timedelta(seconds=time.monotonic() - claimed_at)
-            cacheable = stored is not None and claim.fresh and ttl_left > timedelta(0)
-            cache_lock.finish(
-                app_settings.cache_alias,
-                new.lookup_hash,
-                redis_lock,
-                new.fingerprint,
-                stored if cacheable else None,
-                ttl_left,
-            )
+        if front is not None:
+            front.finish(stored, fresh=claim.fresh)
 
     try:
         try:
@@ -213,15 +198,8 @@ def handle(
         handed_over = True
         return response
     finally:
-        if redis_lock is not None and not handed_over:
-            cache_lock.finish(
-                app_settings.cache_alias,
-                new.lookup_hash,
-                redis_lock,
-                new.fingerprint,
-                None,
-                options.ttl,
-            )
+        if front is not None and not handed_over:
+            front.forget()
 
 
 def _answer(
