@@ -1,4 +1,5 @@
-"""System checks for the ``IDEMPOTENCY`` setting (ids ``django_idempotency.E00x``)."""
+"""System checks for the ``IDEMPOTENCY`` setting and the records database
+(ids ``django_idempotency.E00x`` and ``W00x``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ _DOCS = "See https://django-idempotency.readthedocs.io/en/latest/settings/"
 SUPPORTED_VENDORS = ("postgresql", "mysql", "sqlite")
 
 
+def _vendor(engine: str) -> str:
+    """The vendor, not the engine path: PostGIS and SpatiaLite are PostgreSQL
+    and SQLite underneath."""
+    try:
+        return str(load_backend(engine).DatabaseWrapper.vendor)
+    except Exception:  # a backend whose driver is missing: Django reports that itself
+        return engine
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
@@ -41,13 +51,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     else:
         engine = databases[parsed.database].get("ENGINE", "")
-        # The vendor, not the engine path: PostGIS and SpatiaLite are PostgreSQL
-        # and SQLite underneath.
-        try:
-            vendor = load_backend(engine).DatabaseWrapper.vendor
-        except Exception:  # a backend whose driver is missing: Django reports that itself
-            vendor = engine
-        if vendor not in SUPPORTED_VENDORS:
+        if _vendor(engine) not in SUPPORTED_VENDORS:
             messages.append(
                 Error(
                     f"The idempotency records database {parsed.database!r} uses {engine!r}.",
@@ -120,6 +124,56 @@ def check_schema_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             )
         ]
     return []
+
+
+# PgBouncer's default port.
+_PGBOUNCER_PORT = "6432"
+
+
+@register(Tags.compatibility)
+def check_prepared_statements(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W005: prepared statements on a records database that looks like PgBouncer.
+
+    A guess from the settings, and the message says so: nothing on a
+    connection tells PgBouncer from PostgreSQL, nor its pooling mode or version.
+    """
+    try:
+        alias = parse_setting(getattr(settings, "IDEMPOTENCY", None)).database
+    except OptionError:
+        return []  # E001 says what is wrong
+    database = getattr(settings, "DATABASES", {}).get(alias)
+    if not isinstance(database, dict) or _vendor(database.get("ENGINE", "")) != "postgresql":
+        return []
+    options = database.get("OPTIONS") or {}
+    # Django sets psycopg's prepare_threshold to None unless OPTIONS gives one,
+    # and its client-side binding cursors never prepare.
+    threshold = options.get("prepare_threshold")
+    if options.get("server_side_binding") is not True or threshold is None:
+        return []
+    host = str(database.get("HOST") or "")
+    port = str(database.get("PORT") or "")
+    if port == _PGBOUNCER_PORT:
+        why = f"port {port} is PgBouncer's default"
+    elif "pgbouncer" in host.lower():
+        why = f"its host is {host!r}"
+    else:
+        return []
+    return [
+        Warning(
+            f"Database {alias!r} (the idempotency records database) prepares statements "
+            f"(OPTIONS server_side_binding=True, prepare_threshold={threshold!r}) and looks "
+            f"like PgBouncer: {why}. A guess from the settings.",
+            hint="PgBouncer in transaction pooling mode before 1.21, or without "
+            "max_prepared_statements, runs a client's prepared statement on whichever server "
+            "connection it hands out: claims then fail (503) or execute another client's "
+            "statement. Remove prepare_threshold from OPTIONS (Django's default, None, works "
+            "behind PgBouncer), or, on PgBouncer 1.21+ with max_prepared_statements set or "
+            "without a pooler, add 'django_idempotency.W005' to SILENCED_SYSTEM_CHECKS. "
+            "See https://django-idempotency.readthedocs.io/en/latest/installation/"
+            "#behind-pgbouncer",
+            id="django_idempotency.W005",
+        )
+    ]
 
 
 @register(Tags.database)

@@ -7,8 +7,10 @@ to a caller the view itself would refuse.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +26,6 @@ from . import cache_lock, conf, signals, store
 from .connections import claim_connection, in_caller_transaction, snapshot_isolation
 from .exceptions import (
     IdempotencyError,
-    KeyInvalid,
     KeyMissing,
     KeyReused,
     NotMigrated,
@@ -75,6 +76,23 @@ class _Fenced(Exception):
     """Our claim was taken over while the view ran; its result must not count."""
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One request that carries a valid key, from its claim to its answer."""
+
+    view: APIView
+    request: Request
+    options: Options
+    key: str
+    request_id: str
+    new: store.NewRecord
+    alias: str
+
+    @property
+    def sender(self) -> type[APIView]:
+        return type(self.view)
+
+
 def handle(
     view: APIView,
     request: Request,
@@ -83,23 +101,62 @@ def handle(
     kwargs: dict[str, Any],
     options: Options,
 ) -> HttpResponseBase:
+    """The life of a request: claim the key, run the view, store or release,
+    answer. Duplicates are answered from Redis or from the record instead."""
     if request.method not in options.methods:
         return handler(request, *args, **kwargs)
-    raw_key = request.headers.get(options.header)
-    if raw_key is None:
-        if options.required:
-            return _problem(KeyMissing(), request_id_of(request, options), options)
+    started = _start(view, request, options)
+    if started is None:  # no key, and none required: the view runs unprotected
         return handler(request, *args, **kwargs)
+    if isinstance(started, HttpResponseBase):  # a key we refuse
+        return started
+    attempt = started
+    front = _redis_front(attempt)
+    if front is not None:
+        fast = front.check(store.new_token())
+        if fast is not None:  # held or cached in Redis: the database is not asked
+            stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+            return _answer(attempt, same_request=fast.same_request, stored=stored)
+    handed_over = False  # once _run returns, it has seen to the Redis front
+    try:
+        outcome = _claim_or_problem(attempt)
+        if isinstance(outcome, HttpResponseBase):
+            return outcome
+        if isinstance(outcome, store.Existing):
+            return _answer(
+                attempt,
+                same_request=outcome.same_request,
+                stored=replayable(outcome),
+                record_id=outcome.record_id,
+            )
+        response = _run(
+            attempt,
+            outcome,
+            handler,
+            args,
+            kwargs,
+            after_commit=functools.partial(_after_commit, attempt, front),
+        )
+        handed_over = True
+        return response
+    finally:
+        if front is not None and not handed_over:
+            front.forget()
+
+
+def _start(view: APIView, request: Request, options: Options) -> Attempt | HttpResponseBase | None:
+    """Read the key and describe the record it would claim; a problem
+    response for a key we refuse, None when there is no key and none is needed."""
+    raw_key = request.headers.get(options.header)
     request_id = request_id_of(request, options)
+    if raw_key is None:
+        return _problem(KeyMissing(), request_id, options) if options.required else None
     try:
         key = parse_key(raw_key, options)
-    except KeyInvalid as exc:
-        return _problem(exc, request_id, options)
-
-    endpoint = endpoint_of(request)
-    try:
+        endpoint = endpoint_of(request)
+        # AnonymousKey, or any IdempotencyError a scope callable raises.
         scope = scope_of(request, options)
-    except IdempotencyError as exc:  # AnonymousKey, or one a scope callable raises
+    except IdempotencyError as exc:
         return _problem(exc, request_id, options)
     new = store.NewRecord(
         lookup_hash=lookup_hash(scope, key, endpoint if options.per_endpoint else None),
@@ -118,111 +175,102 @@ def handle(
         # would let any caller fake a database alarm and retry forever.
         logger.info("Idempotency record not storable for %s; answering 400", endpoint)
         return _problem(RequestUnrecordable(), request_id, options)
+    alias = conf.get_settings().database
+    return Attempt(view, request, options, key, request_id, new, alias)
+
+
+def _redis_front(attempt: Attempt) -> cache_lock.RedisFront | None:
     app_settings = conf.get_settings()
-    alias = app_settings.database
-    sender = type(view)
-    front: cache_lock.RedisFront | None = None
-    if app_settings.lock == "cache":
-        front = cache_lock.RedisFront(
-            app_settings.cache_alias,
-            new.lookup_hash,
-            new.fingerprints,
-            ttl=options.ttl,
-            lock_timeout=options.lock_timeout,
-        )
-        fast = front.check(store.new_token())
-        if isinstance(fast, cache_lock.Cached):
-            return _answer(
-                sender, request, key, None, fast.same_request, fast.response, request_id, options
-            )
-        if isinstance(fast, cache_lock.Held):
-            return _answer(sender, request, key, None, fast.same_request, None, request_id, options)
+    if app_settings.lock != "cache":
+        return None
+    return cache_lock.RedisFront(
+        app_settings.cache_alias,
+        attempt.new.lookup_hash,
+        attempt.new.fingerprints,
+        ttl=attempt.options.ttl,
+        lock_timeout=attempt.options.lock_timeout,
+    )
 
-    handed_over = False  # once _run returns, it has seen to the Redis front
 
-    def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
-        """Runs once the record's outcome is committed, never before: Redis
-        must not replay what a rolled-back transaction never stored."""
-        if stored is not None:
-            _notify(
-                signals.idempotency_stored,
-                sender,
-                request=request,
-                key=key,
-                record_id=claim.record_id,
-            )
-        if front is not None:
-            front.finish(stored, fresh=claim.fresh)
-
+def _claim_or_problem(attempt: Attempt) -> store.Claim | store.Existing | HttpResponseBase:
+    """The claim, the record that answers for the key, or why neither (500/503)."""
+    alias = attempt.alias
     try:
-        try:
-            outcome = _claim(alias, new)
-        except DatabaseError:
-            if not _table_exists(alias):
-                # Permanent: a 503 with Retry-After would have clients retry forever.
-                logger.error(
-                    "The idempotency records table is missing on database %r: run '%s'. "
-                    "Answering 500.",
-                    alias,
-                    store.migrate_command(alias),
-                )
-                return _problem(NotMigrated(), request_id, options)
-            logger.exception("Could not claim idempotency key for %s; answering 503", endpoint)
-            return _problem(Unavailable(), request_id, options)
-        if isinstance(outcome, store.Existing):
-            replayable = (
-                store.stored_response(outcome) if outcome.state == State.COMPLETED else None
+        return _claim(alias, attempt.new)
+    except DatabaseError:
+        if not _table_exists(alias):
+            # Permanent: a 503 with Retry-After would have clients retry forever.
+            logger.error(
+                "The idempotency records table is missing on database %r: run '%s'. Answering 500.",
+                alias,
+                store.migrate_command(alias),
             )
-            return _answer(
-                sender,
-                request,
-                key,
-                outcome.record_id,
-                outcome.same_request,
-                replayable,
-                request_id,
-                options,
-            )
-        response = _run(
-            view,
-            request,
-            handler,
-            args,
-            kwargs,
-            options,
-            alias,
-            outcome,
-            request_id,
-            after_commit,
+            return _problem(NotMigrated(), attempt.request_id, attempt.options)
+        logger.exception(
+            "Could not claim idempotency key for %s; answering 503", attempt.new.endpoint
         )
-        handed_over = True
-        return response
-    finally:
-        if front is not None and not handed_over:
-            front.forget()
+        return _problem(Unavailable(), attempt.request_id, attempt.options)
+
+
+def _after_commit(
+    attempt: Attempt,
+    front: cache_lock.RedisFront | None,
+    claim: store.Claim,
+    stored: store.StoredResponse | None,
+) -> None:
+    """Runs once the record's outcome is committed, never before: Redis must
+    not replay what a rolled-back transaction never stored."""
+    if stored is not None:
+        _notify(
+            signals.idempotency_stored,
+            attempt.sender,
+            request=attempt.request,
+            key=attempt.key,
+            record_id=claim.record_id,
+        )
+    if front is not None:
+        front.finish(stored, fresh=claim.fresh)
+
+
+# Decisions: no I/O, so the drivers (sync today) share them. -----------------------
+
+
+def replayable(found: store.Existing) -> store.StoredResponse | None:
+    """What a duplicate gets replayed: the stored response, once there is one."""
+    return store.stored_response(found) if found.state == State.COMPLETED else None
+
+
+def should_take_over(found: store.Existing) -> bool:
+    """May a new request replace this record (expired and nobody working on
+    it) or take over its claim (the same request, its worker gone)?"""
+    running = found.state != State.COMPLETED
+    if found.expired and not (running and not found.abandoned):
+        return True
+    return found.same_request and running and found.abandoned
 
 
 def _answer(
-    sender: type[APIView],
-    request: Request,
-    key: str,
-    record_id: int | None,
+    attempt: Attempt,
+    *,
     same_request: bool,
     stored: store.StoredResponse | None,
-    request_id: str,
-    options: Options,
+    record_id: int | None = None,
 ) -> HttpResponseBase:
-    """Answer a request whose key is already taken: mismatch, replay or in progress."""
-    signal_kwargs = {"request": request, "key": key, "record_id": record_id}
+    """Answer a request whose key is already taken: mismatch, replay or in progress.
+
+    ``record_id`` is None when Redis answered (the record was not read).
+    """
+    options = attempt.options
+    signal_kwargs = {"request": attempt.request, "key": attempt.key, "record_id": record_id}
     if not same_request:
         logger.info("Idempotency key reused with another request (record %s)", record_id)
-        _notify(signals.idempotency_conflict, sender, **signal_kwargs)
-        return _problem(KeyReused(status=options.mismatch_status), request_id, options)
+        _notify(signals.idempotency_conflict, attempt.sender, **signal_kwargs)
+        return _problem(KeyReused(status=options.mismatch_status), attempt.request_id, options)
     if stored is None:
         logger.debug("Idempotency key still in progress (record %s)", record_id)
-        _notify(signals.idempotency_in_progress, sender, **signal_kwargs)
-        return _problem(RequestInProgress(), request_id, options)
-    _notify(signals.idempotency_replayed, sender, **signal_kwargs)
+        _notify(signals.idempotency_in_progress, attempt.sender, **signal_kwargs)
+        return _problem(RequestInProgress(), attempt.request_id, options)
+    _notify(signals.idempotency_replayed, attempt.sender, **signal_kwargs)
     logger.debug("Replaying idempotency key (record %s)", record_id)
     response = replay(stored, options)
     if options.request_id_header:
@@ -239,10 +287,7 @@ def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
             continue
         if isinstance(found, store.Claim):
             return found
-        live = found.state != State.COMPLETED and not found.abandoned
-        if (found.expired and not live) or (
-            found.same_request and found.state != State.COMPLETED and found.abandoned
-        ):
+        if should_take_over(found):
             taken = store.take_over(connection, new, found)
             if taken is not None:
                 if not found.expired:
@@ -258,19 +303,18 @@ def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
 
 
 def _run(
-    view: APIView,
-    request: Request,
+    attempt: Attempt,
+    claim: store.Claim,
     handler: Handler,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    options: Options,
-    alias: str,
-    claim: store.Claim,
-    request_id: str,
+    *,
     after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
 ) -> HttpResponseBase:
     """Run the view under our claim, finish the record, and see that
     ``after_commit`` runs once what was stored is committed."""
+    view, request, options = attempt.view, attempt.request, attempt.options
+    alias, request_id = attempt.alias, attempt.request_id
     connection = connections[alias]
     in_caller = in_caller_transaction(connection)
     # PostgreSQL at REPEATABLE READ or SERIALIZABLE: the caller's transaction

@@ -57,8 +57,8 @@ if DB == "postgresql":
             "CONN_MAX_AGE": None,
             "OPTIONS": {
                 **({} if SYNC == "on" else {"options": "-c synchronous_commit=off"}),
-                # What-if only: psycopg binds server-side and prepares
-                # statements it sees repeatedly, saving the planning.
+                # What-if only: psycopg binds the parameters server-side (it
+                # prepares nothing: Django sets prepare_threshold to None).
                 **({"server_side_binding": True} if CONFIG.get("server_binding") else {}),
             },
         }

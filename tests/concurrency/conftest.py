@@ -140,3 +140,27 @@ def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def pid_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    """The port of a PgBouncer in transaction pooling mode before the test server."""
+    from django.db import connection
+
+    from . import pgbouncer as bouncer
+
+    binary = bouncer.find_binary()
+    if binary is None:
+        message = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("IDEMPOTENCY_REQUIRE_ALL_BACKENDS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    with django_db_blocker.unblock():
+        settings = connection.settings_dict
+    running = bouncer.start(
+        binary, tmp_path_factory.mktemp("pgbouncer"),
+        settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432), settings["USER"],
+        settings["PASSWORD"],
+    )
+    yield running.port
+    running.stop()

@@ -4,6 +4,7 @@ They share the test database that pytest-django created (its name comes in
 IDEMPOTENCY_SERVER_DB_NAME) and switch modes by environment variables.
 """
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -13,6 +14,13 @@ DATABASES["default"]["NAME"] = os.environ["IDEMPOTENCY_SERVER_DB_NAME"]
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("SERVER_ATOMIC_REQUESTS") == "1"
 if os.environ.get("SERVER_CONN_MAX_AGE"):
     DATABASES["default"]["CONN_MAX_AGE"] = None
+# Through PgBouncer (tests/concurrency/test_pgbouncer.py): its port, extra OPTIONS as JSON.
+if os.environ.get("SERVER_DB_PORT"):
+    DATABASES["default"]["PORT"] = os.environ["SERVER_DB_PORT"]
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASES["default"].get("OPTIONS", {}),
+    **json.loads(os.environ.get("SERVER_DB_OPTIONS", "{}")),
+}
 ROOT_URLCONF = "tests.concurrency.urls"
 
 CACHES = {
