@@ -77,6 +77,10 @@ def start(binary: str, tmp: Path, host: str, port: int, user: str, password: str
         "unix_socket_dir =\n"
         "auth_type = any\n"
         "pool_mode = transaction\n"
+        # Hand out server connections in turn, not the most recently used one:
+        # a client's consecutive transactions then run on different servers,
+        # as under production load, instead of on the same one by luck.
+        "server_round_robin = 1\n"
         f"default_pool_size = {POOL_SIZE}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
         "max_client_conn = 500\n"
         # A starved pool shows up as an error in seconds, not as a hung test.
