@@ -158,7 +158,7 @@ def _post(client, url, amount, key, **extra):
     return client.post(url, {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key, **extra)
 
 
-# Finding: the JSON body is not fingerprinted once DRF parsed it before the view -------
+# Fingerprint: a JSON body DRF parsed before the view -----------------------------------
 
 CSRF = "A" * 32
 
@@ -195,7 +195,7 @@ def test_permission_reading_request_data_does_not_blind_the_fingerprint(client):
     )
 
 
-# Finding: an abandoned-claim takeover near the end of ttl can be stolen -----------------
+# Takeover: an abandoned claim taken over near the end of ttl ---------------------------
 
 
 @pytest.mark.django_db(transaction=True)
@@ -231,7 +231,7 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
     )
 
 
-# Finding: Redis caches a response before the caller's transaction committed -----------
+# Redis: responses cached only after the caller's transaction commits -------------------
 
 
 def _redis_available() -> bool:
@@ -341,7 +341,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
     )
 
 
-# Finding: a lazily rendered response crashes the store step after the view ran ----------
+# Responses: lazily rendered (TemplateResponse) -----------------------------------------
 
 
 @pytest.mark.urls(URLS)
@@ -366,7 +366,7 @@ def test_template_response_payment_is_not_made_again_after_lock_timeout():
     assert Payment.objects.count() == 1, "the same key made two payments"
 
 
-# Finding: principals without a user share the anonymous scope ------------------------
+# Scope: authenticated principals without a user ----------------------------------------
 
 
 @pytest.mark.urls(URLS)
@@ -383,7 +383,7 @@ def test_authenticated_machine_clients_do_not_share_a_key_space():
     assert Payment.objects.filter(reference="globex").count() == 1
 
 
-# Finding: ATOMIC_REQUESTS on PostgreSQL REPEATABLE READ / SERIALIZABLE never stores ------
+# Transactions: ATOMIC_REQUESTS at REPEATABLE READ / SERIALIZABLE -----------------------
 
 
 @pytest.fixture
@@ -435,7 +435,7 @@ def test_atomic_requests_with_repeatable_read_runs_the_payment_once(
     assert Payment.objects.filter(reference="rr").count() == 1, "the payment was made twice"
 
 
-# Finding: multipart PATCH bodies are not fingerprinted at all -------------------------
+# Fingerprint: multipart PATCH bodies ---------------------------------------------------
 
 
 @pytest.mark.urls(URLS)
@@ -462,7 +462,7 @@ def test_multipart_patch_with_other_content_is_422_not_a_replay(client):
     )
 
 
-# Finding: raw uploads above DATA_UPLOAD_MAX_MEMORY_SIZE are refused ----------------
+# Fingerprint: raw uploads above DATA_UPLOAD_MAX_MEMORY_SIZE ----------------------------
 
 
 @pytest.mark.urls(URLS)
@@ -483,7 +483,7 @@ def test_raw_file_upload_larger_than_the_memory_limit_still_works(client, settin
     assert response.status_code == 201, f"{response.status_code} {response.content[:200]!r}"
 
 
-# Finding: under ASGI the side connection is re-opened on every request -------------
+# Connections: the side connection under ASGI -------------------------------------------
 
 
 @pytest.mark.urls(URLS)
