@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -255,6 +256,8 @@ def _plain_protected_views(patterns: Iterable[Any], prefix: str = "") -> Iterato
         if not isinstance(pattern, URLPattern):
             continue
         callback = pattern.callback
+        while isinstance(callback, functools.partial):  # path("x/", partial(view, ...))
+            callback = callback.func
         view_class = getattr(callback, "view_class", None)
         if view_class is None:
             marked = hasattr(callback, MARKER)

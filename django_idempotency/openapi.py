@@ -55,10 +55,13 @@ __all__ = [
 PROBLEM_COMPONENT = "IdempotencyProblem"
 CODE_COMPONENT = "IdempotencyProblemCode"
 
-# What Python's ``re`` accepts but an ECMA-262 ``pattern`` (what OpenAPI tools
-# evaluate) reads differently or not at all: inline flags, named groups,
-# atomic groups and \A / \Z anchors.
-_NOT_PORTABLE = re.compile(r"\(\?(?![:=!]|<[=!])|\\[AZz]")
+# ECMA-262 (what OpenAPI tools evaluate, often in Unicode mode) reads some of
+# what Python's ``re`` accepts differently or not at all. A pattern is only
+# published when every construct in it means the same in both.
+_PORTABLE_ESCAPES = frozenset("dDwWsSbBnrtfv") | frozenset("^$\\.*+?()[]{}|/-")
+_GROUP_OPENERS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_QUANTIFIER = re.compile(r"\{\d+(?:,\d*)?\}")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def problem_codes() -> list[str]:
@@ -122,15 +125,76 @@ def key_schema(options: Options) -> dict[str, Any]:
     return schema
 
 
+def _extra_flags(pattern: re.Pattern[str]) -> list[str]:
+    return [flag.name for flag in re.RegexFlag if flag & pattern.flags & ~re.UNICODE and flag.name]
+
+
 def _portable(pattern: re.Pattern[str]) -> bool:
-    return not (pattern.flags & ~re.UNICODE) and not _NOT_PORTABLE.search(pattern.pattern)
+    """True if ``pattern`` means the same to an ECMA-262 engine in Unicode mode."""
+    return not _extra_flags(pattern) and _portable_source(pattern.pattern)
+
+
+def _portable_source(source: str) -> bool:
+    i, in_class = 0, False
+    while i < len(source):
+        char = source[i]
+        if char == "\\":
+            nxt = source[i + 1 : i + 2]
+            if nxt == "x" and len(source) >= i + 4 and set(source[i + 2 : i + 4]) <= _HEX:
+                i += 4
+                continue
+            if nxt == "u" and len(source) >= i + 6 and set(source[i + 2 : i + 6]) <= _HEX:
+                i += 6
+                continue
+            # Not: \A \Z \N{...}, octal and back references, identity escapes
+            # of letters or quotes (errors in Unicode mode).
+            if nxt not in _PORTABLE_ESCAPES or (in_class and nxt == "b"):
+                return False
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+            i += 1
+            continue
+        if char == "[":
+            in_class = True
+            i += 1
+            if source[i : i + 1] == "^":
+                i += 1
+            if source[i : i + 1] == "]":  # a literal "]" first: an error in Unicode mode
+                return False
+            continue
+        if char == "(" and source[i + 1 : i + 2] == "?":
+            opener = next((o for o in _GROUP_OPENERS if source.startswith(o, i)), None)
+            if opener is None:  # inline flags, named or atomic groups, comments
+                return False
+            i += len(opener)
+            continue
+        if char == "{":
+            quantifier = _QUANTIFIER.match(source, i)
+            if quantifier is None:  # "{,3}" or a literal brace
+                return False
+            i = quantifier.end()
+        elif char in "}]":
+            return False  # literal in Python, an error in Unicode mode
+        elif char in "*+?":
+            i += 1
+        else:
+            i += 1
+            continue
+        if source[i : i + 1] == "+":  # possessive quantifier
+            return False
+        if source[i : i + 1] == "?":  # lazy: the same in both
+            i += 1
+    return not in_class
 
 
 def _key_parameter(options: Options) -> dict[str, Any]:
     seconds = int(options.ttl.total_seconds())
-    for unit, size in (("hours", 3600), ("minutes", 60), ("seconds", 1)):
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds % size == 0:
-            remembered = f"{seconds // size} {unit}"
+            count = seconds // size
+            remembered = f"{count} {unit}" + ("" if count == 1 else "s")
             break
     lines = [
         "Idempotency key: a value the client generates for this operation (a UUID v4 "
@@ -142,11 +206,14 @@ def _key_parameter(options: Options) -> dict[str, Any]:
         f"Remembered for {remembered} from the first request"
         + (", separately on each endpoint." if options.per_endpoint else "."),
         'The IETF draft\'s quoted form ("key") is accepted too; the bounds apply to '
-        "the unquoted value, which must be ASCII without control characters.",
+        "the unquoted value, which must be ASCII without control characters. A comma "
+        "outside the quoted form is refused: it reads as two values of the header.",
     ]
     if not _portable(options.key_pattern):
+        flags = _extra_flags(options.key_pattern)
         lines.append(
-            f"It must match the Python regular expression `{options.key_pattern.pattern}`."
+            f"It must match the Python regular expression `{options.key_pattern.pattern}`"
+            + (f" with the flags {', '.join(flags)}." if flags else ".")
         )
     return {
         "in": "header",

@@ -7,6 +7,7 @@ Every option has one lower-case name (decorator keyword, key of
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -96,15 +97,24 @@ def _pattern(value: Any) -> re.Pattern[str]:
         raise OptionError(f"is not a valid regular expression: {exc}") from None
 
 
+#: A century: longer than any retention, and "now + it" stays inside every
+#: database's date range (SQLite and MySQL stop at year 9999).
+MAX_DURATION = timedelta(days=36500)
+
+
 def _duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise OptionError(f"must be a timedelta or a number of seconds, not {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > MAX_DURATION.total_seconds():
+            raise OptionError(f"must be at most {MAX_DURATION.days} days, not {value!r}")
         value = timedelta(seconds=value)
     if not isinstance(value, timedelta):
         raise OptionError(f"must be a timedelta or a number of seconds, not {value!r}")
     if value <= timedelta(0):
         raise OptionError(f"must be longer than zero, not {value!r}")
+    if value > MAX_DURATION:
+        raise OptionError(f"must be at most {MAX_DURATION.days} days, not {value!r}")
     return value
 
 

@@ -24,6 +24,7 @@ from django.db.models import QuerySet
 
 from . import cache_lock, conf
 from .models import IdempotencyRecord
+from .options import MAX_DURATION
 
 logger = logging.getLogger("django_idempotency")
 
@@ -51,8 +52,8 @@ class PurgeResult:
         return self.expired + self.abandoned
 
 
-#: A century: far longer than any retention, far inside every database's date range.
-MAX_AGE = timedelta(days=36500)
+#: Far longer than any retention, far inside every database's date range.
+MAX_AGE = MAX_DURATION
 
 
 def parse_age(text: str) -> timedelta:

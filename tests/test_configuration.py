@@ -3,6 +3,7 @@ decorated or a mixin view class is defined, TypeError for a misplaced
 decorator, and system checks for the IDEMPOTENCY setting."""
 
 import datetime as dt
+import functools
 from io import StringIO
 
 import pytest
@@ -38,6 +39,10 @@ BAD_TYPES = [
     pytest.param({"key_pattern": 5}, "key_pattern", id="key_pattern not str"),
     pytest.param({"ttl": "24h"}, "ttl", id="ttl str"),
     pytest.param({"ttl": dt.timedelta(0)}, "ttl", id="ttl zero"),
+    pytest.param({"ttl": dt.timedelta.max}, "ttl", id="ttl past year 9999"),
+    pytest.param({"ttl": 10**12}, "ttl", id="ttl in seconds past year 9999"),
+    pytest.param({"ttl": float("inf")}, "ttl", id="ttl infinite"),
+    pytest.param({"lock_timeout": float("nan")}, "lock_timeout", id="lock_timeout NaN"),
     pytest.param({"scope": "no.such.module.func"}, "scope", id="scope bad dotted path"),
     pytest.param({"scope": 3}, "scope", id="scope not callable"),
     pytest.param({"per_endpoint": 1}, "per_endpoint", id="per_endpoint int"),
@@ -205,6 +210,8 @@ class DrfClassView(IdempotencyMixin, APIView):
 
 urlpatterns = [
     path("plain/", plain_function_view),
+    path("partial/", functools.partial(plain_function_view)),
+    path("drf-partial/", functools.partial(drf_function_view)),
     path("nested/", include([path("plain-class/", PlainClassView.as_view())])),
     path("drf/", drf_function_view),
     path("drf-class/", DrfClassView.as_view()),
@@ -215,9 +222,10 @@ urlpatterns = [
 def test_e006_idempotent_on_plain_django_views_is_reported_at_startup():
     messages = [m for m in check_protected_views() if m.id == "django_idempotency.E006"]
     found = sorted(m.msg for m in messages)
-    assert len(found) == 2
+    assert len(found) == 3
     assert "'nested/plain-class/' (PlainClassView)" in found[0]
-    assert "'plain/' (plain_function_view)" in found[1]
+    assert "'partial/' (plain_function_view)" in found[1]
+    assert "'plain/' (plain_function_view)" in found[2]
     assert all("@api_view" in m.hint for m in messages)  # says how to fix it
     with pytest.raises(SystemCheckError, match=r"django_idempotency\.E006"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
@@ -257,6 +265,8 @@ def test_default_configuration_passes_the_checks():
         pytest.param({"TLL": 60}, id="mistyped name"),
         pytest.param({"ttl": 60}, id="lower-case name"),
         pytest.param({"TTL": "1 day"}, id="wrong type"),
+        pytest.param({"TTL": float("inf")}, id="infinite"),
+        pytest.param({"TTL": dt.timedelta(days=365 * 8000)}, id="past year 9999"),
         pytest.param({"KEY_MIN_LENGTH": 10, "KEY_MAX_LENGTH": 5}, id="min > max"),
         pytest.param({"LOCK_TIMEOUT": 120, "TTL": 60}, id="lock_timeout > ttl"),
         pytest.param({"LOCK": "redis"}, id="unknown lock"),

@@ -8,8 +8,10 @@ The sample project is started as it runs for `make demo` (its own settings,
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,7 +38,12 @@ from django_idempotency import IdempotencyMixin
 from django_idempotency.checks import check_schema_class
 from django_idempotency.exceptions import KeyInvalid
 from django_idempotency.keys import parse_key
-from django_idempotency.openapi import IdempotencySchemaMixin, problem_codes
+from django_idempotency.openapi import (
+    IdempotencySchemaMixin,
+    _key_parameter,
+    key_schema,
+    problem_codes,
+)
 from django_idempotency.options import Options, combine, validate_options
 from sample_project.demo.views import ietf, lithic, orzcash, stannp, txcloud
 
@@ -417,9 +424,7 @@ class ProjectSpectacularSchema(IdempotencySchemaMixin, SpectacularAutoSchema):
 
 
 def test_the_check_warns_when_drf_spectacular_runs_without_the_apps_schema_class():
-    assert _spectacular_checked("drf_spectacular.openapi.AutoSchema") == [
-        "django_idempotency.W004"
-    ]
+    assert _spectacular_checked("drf_spectacular.openapi.AutoSchema") == ["django_idempotency.W004"]
     assert _spectacular_checked(OUR_SCHEMA) == []
     assert _spectacular_checked(f"{__name__}.ProjectSpectacularSchema") == []
 
@@ -464,3 +469,107 @@ def test_the_module_imports_without_drf_spectacular():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", str(len(problem_codes()))]
+
+
+# Patterns only published where an ECMA-262 engine reads them as Python does ---------
+
+NOT_PORTABLE = [
+    r"[a-z]++",  # possessive: a syntax error in ECMAScript
+    r"a{,3}",  # 0 to 3 in Python, a literal in ECMAScript
+    r"\N{LATIN SMALL LETTER A}",
+    r"\101",  # octal
+    r"[a-z\"]",  # an identity escape: an error in Unicode mode
+    r"(?>a)",
+    r"(?i)a",
+    r"(?P<x>a)",
+    r"\Aa\Z",
+    r"[]a]",
+    r"a{2}+",
+]
+PORTABLE = [
+    r"[0-9a-f-]{36}",
+    r"[A-Za-z0-9_\-]{10,255}",
+    r"ord_[0-9]{4}",
+    r"a+?b",
+    r"[\]a]+",
+    r"\x41\u0042+",
+    r"(?:ab|cd)*",
+    r"\d+\.\d+",
+    r"[^,\s]+",
+    r"(?=a)[a-z]+",
+    r".+",
+]
+# No comma: a bare comma is refused as two header values, which the description says.
+SAMPLE_KEYS = ["a", "aa", "aaaa", "A", "AB", "ab", "abcd", "a{3}", "1.5", "ord_1234", "x" * 36]
+
+
+def _resolved(**raw: Any) -> Options:
+    return combine(validate_options(raw))
+
+
+@pytest.mark.parametrize("pattern", NOT_PORTABLE)
+def test_a_pattern_that_ecmascript_reads_otherwise_is_described_not_published(pattern):
+    options = _resolved(key_pattern=pattern)
+    parameter = _key_parameter(options)
+    assert "pattern" not in parameter["schema"]
+    assert f"`{pattern}`" in parameter["description"]
+
+
+def test_a_compiled_patterns_flags_are_described():
+    options = _resolved(key_pattern=re.compile(r"[a-z]+", re.IGNORECASE))
+    parameter = _key_parameter(options)
+    assert "pattern" not in parameter["schema"]
+    assert "`[a-z]+` with the flags IGNORECASE" in parameter["description"]
+
+
+def test_published_patterns_accept_in_ecmascript_exactly_what_the_server_accepts():
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    published = {}
+    for pattern in PORTABLE:
+        schema = key_schema(_resolved(key_pattern=pattern))
+        published[pattern] = schema["pattern"]
+    # Unicode mode, as ajv and most validators compile OpenAPI patterns.
+    script = (
+        "const [patterns, keys] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "const out = {};"
+        "for (const [name, p] of Object.entries(patterns)) {"
+        "  const re = new RegExp(p, 'u'); out[name] = keys.map(k => re.test(k)); }"
+        "console.log(JSON.stringify(out));"
+    )
+    result = subprocess.run(
+        [node, "-e", script],
+        input=json.dumps([published, SAMPLE_KEYS]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    in_ecmascript = json.loads(result.stdout)
+    for pattern in PORTABLE:
+        options = _resolved(key_pattern=pattern)
+        on_the_server = []
+        for key in SAMPLE_KEYS:
+            try:
+                parse_key(key, options)
+                on_the_server.append(True)
+            except KeyInvalid:
+                on_the_server.append(False)
+        assert in_ecmascript[pattern] == on_the_server, pattern
+
+
+def test_the_description_says_how_long_keys_are_kept_in_words():
+    def remembered(ttl):
+        return _key_parameter(_resolved(ttl=ttl))["description"]
+
+    assert "Remembered for 1 hour from" in remembered(3600)
+    assert "Remembered for 7 days from" in remembered(7 * 86400)
+    assert "Remembered for 90 seconds from" in remembered(90)
+
+
+def test_the_description_says_a_comma_is_refused():
+    # A pattern that allows commas: the server still refuses "a,b" (two header values).
+    parameter = _key_parameter(_resolved(key_pattern=r".+"))
+    assert "comma" in parameter["description"]
+    with pytest.raises(KeyInvalid):
+        parse_key("a,b", _resolved(key_pattern=r".+"))

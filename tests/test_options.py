@@ -12,6 +12,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_idempotency.models import IdempotencyRecord, State
+from django_idempotency.options import MAX_DURATION
 from tests.clock import advance
 from tests.factories import RecordFactory, api_client
 from tests.test_contract import assert_problem, fingerprint_for, post, record_for
@@ -201,6 +202,17 @@ def test_ttl_expiry_frees_the_key(client):
     assert "Idempotent-Replayed" not in after
     assert after.content != first.content
     assert Payment.objects.count() == 2
+
+
+def test_the_longest_ttl_is_stored_and_replayed_on_every_backend(client):
+    # A century from now still fits every database's date range.
+    first = post(client, opt("longest-ttl"), key="k")
+    replay = post(client, opt("longest-ttl"), key="k")
+
+    assert first.status_code == 201
+    assert replay["Idempotent-Replayed"] == "true"
+    record = record_for("k")
+    assert record.expires_at - record.created_at == MAX_DURATION
 
 
 def test_ttl_counts_from_the_first_request(client):

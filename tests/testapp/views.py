@@ -10,6 +10,7 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
+from django_idempotency.options import MAX_DURATION
 from django_idempotency.scopes import user_or_session
 
 from .models import Payment
@@ -244,6 +245,7 @@ OPTION_VIEWS = {
     "long-keys": {"key_max_length": 1024},
     "pattern": {"key_pattern": r"ord_[0-9]{4}"},
     "short-ttl": {"ttl": timedelta(seconds=2), "lock_timeout": 1},
+    "longest-ttl": {"ttl": MAX_DURATION},
     "scope-callable": {"scope": tenant_scope},
     "scope-dotted": {"scope": "tests.testapp.views.tenant_scope"},
     "fingerprint": {"fingerprint": amount_fingerprint},
