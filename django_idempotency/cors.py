@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .options import SPECS_BY_NAME, OptionError
 
 #: Sent with every 409 and 503 answer of the app.
@@ -32,7 +34,7 @@ def _header(setting: Mapping[str, Any] | None, name: str) -> str | None:
     try:
         header: str | None = spec.validate(value)
     except OptionError as exc:
-        raise OptionError(f"IDEMPOTENCY[{spec.setting_name!r}] {exc}") from None
+        raise ImproperlyConfigured(f"IDEMPOTENCY[{spec.setting_name!r}] {exc}") from None
     return header.lower() if header else None
 
 

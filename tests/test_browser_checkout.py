@@ -208,7 +208,7 @@ def test_a_double_click_on_pay_makes_one_payment(servers: Servers, page: Any) ->
     receipt = page.locator("#receipts li")
     sync_api.expect(receipt).to_have_count(1)
     sync_api.expect(receipt).to_contain_text("Paid €12.50")
-    sync_api.expect(receipt).to_contain_text("2 answer(s), 1 replayed")
+    sync_api.expect(receipt).to_contain_text("2 answers, 1 replayed")
     assert receipt.get_attribute("data-payment") == str(CheckoutPayment.objects.get().pk)
 
 
@@ -242,7 +242,7 @@ def test_pay_again_after_a_success_replays_the_same_payment(servers: Servers, pa
     _answers(page, 2)
 
     assert CheckoutPayment.objects.count() == 1
-    sync_api.expect(page.locator("#receipts li")).to_contain_text("2 answer(s), 1 replayed")
+    sync_api.expect(page.locator("#receipts li")).to_contain_text("2 answers, 1 replayed")
 
 
 @pytest.mark.parametrize("start_over", ["new payment button", "another amount"])
