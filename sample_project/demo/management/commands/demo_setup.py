@@ -45,6 +45,7 @@ class Command(BaseCommand):
         write("")
         write(self.style.SUCCESS(f"django-idempotency sample API: {url}"))
         write(f"  index of the endpoint groups: curl -sS {shlex.quote(url)}")
+        write(f"  a guest checkout to open in a browser: {url}checkout/")
         for username, key in tokens.items():
             write(f"  {username + ':':7}Authorization: Token {key}")
         write("")
