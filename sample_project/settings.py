@@ -120,6 +120,30 @@ if _redis_url:
     }
     IDEMPOTENCY["LOCK"] = "cache"
 
+# The checkout page (/checkout/) calls the API on its own origin, or on
+# DEMO_CHECKOUT_API (such as http://127.0.0.1:8000) when this server only serves
+# the page: see docs/recipes/cors.md.
+DEMO_CHECKOUT_API = os.environ.get("DEMO_CHECKOUT_API", "")
+try:
+    from corsheaders.defaults import default_headers
+except ImportError:  # django-cors-headers is optional: same-origin pages only
+    pass
+else:
+    from django_idempotency import cors
+
+    INSTALLED_APPS.append("corsheaders")
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
+    # --8<-- [start:cors]
+    CORS_ALLOWED_ORIGINS = os.environ.get(
+        "DEMO_CORS_ORIGINS", "http://127.0.0.1:8001,http://localhost:8001"
+    ).split(",")
+    CORS_URLS_REGEX = r"^/checkout/"
+    CORS_ALLOW_CREDENTIALS = True  # the guest's session cookie
+    CORS_ALLOW_HEADERS = (*default_headers, *cors.allow_headers(IDEMPOTENCY))
+    CORS_EXPOSE_HEADERS = cors.expose_headers(IDEMPOTENCY)
+    CSRF_TRUSTED_ORIGINS = CORS_ALLOWED_ORIGINS
+    # --8<-- [end:cors]
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -124,3 +124,17 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency} to {self.destination}"
+
+
+class CheckoutPayment(models.Model):
+    """A guest's payment from the browser checkout (``/checkout/``): no account."""
+
+    amount = models.PositiveIntegerField(help_text="In minor units (cents).")
+    currency = models.CharField(max_length=3, default="EUR")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} (guest checkout)"

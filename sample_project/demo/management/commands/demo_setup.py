@@ -46,6 +46,7 @@ class Command(BaseCommand):
         write(self.style.SUCCESS(f"django-idempotency sample API: {url}"))
         write(f"  index of the endpoint groups: curl -sS {shlex.quote(url)}")
         write(f"  OpenAPI: {url.rstrip('/')}/api/docs/ (Swagger UI), {url.rstrip('/')}/api/schema/")
+        write(f"  a guest checkout to open in a browser: {url}checkout/")
         for username, key in tokens.items():
             write(f"  {username + ':':7}Authorization: Token {key}")
         write("")
