@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -234,7 +235,7 @@ def check_protected_views(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         patterns = get_resolver().url_patterns
     except Exception:  # Django's own URL checks report a broken URLconf
         return []
-    return [
+    messages: list[CheckMessage] = [
         Error(
             f"{where} uses @idempotent on a view that is not a DRF view.",
             hint=_PLAIN_VIEW_HINT,
@@ -242,22 +243,72 @@ def check_protected_views(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         )
         for where in _plain_protected_views(patterns)
     ]
+    messages += [
+        Error(
+            f"{where} has an async handler under @idempotent, but DRF's own view cannot await it.",
+            hint="Use adrf's @api_view, APIView or ViewSet (django-idempotency[async]).",
+            id="django_idempotency.E007",
+        )
+        for where in _async_under_sync_views(patterns)
+    ]
+    return messages
 
 
-def _plain_protected_views(patterns: Iterable[Any], prefix: str = "") -> Iterator[str]:
+def _views(patterns: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(route, callback) of every URL pattern, through includes and partials."""
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
             try:
                 inner = pattern.url_patterns
             except Exception:
                 continue
-            yield from _plain_protected_views(inner, prefix + str(pattern.pattern))
+            yield from _views(inner, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            callback = pattern.callback
+            while isinstance(callback, functools.partial):  # path("x/", partial(view, ...))
+                callback = callback.func
+            yield prefix + str(pattern.pattern), callback
+
+
+def _async_under_sync_views(patterns: Iterable[Any]) -> Iterator[str]:
+    for route, callback in _views(patterns):
+        view_class = getattr(callback, "view_class", None)
+        if not (isinstance(view_class, type) and issubclass(view_class, APIView)):
             continue
-        if not isinstance(pattern, URLPattern):
+        try:
+            is_async = bool(getattr(view_class, "view_is_async", False))
+        except Exception:  # mixed sync and async handlers: Django reports it
             continue
-        callback = pattern.callback
-        while isinstance(callback, functools.partial):  # path("x/", partial(view, ...))
-            callback = callback.func
+        if is_async:
+            continue  # adrf's views await their handlers
+        for name in getattr(view_class, "http_method_names", ()):
+            handler = getattr(view_class, name, None)
+            marked = _marked_function(handler)
+            if marked is not None and inspect.iscoroutinefunction(marked):
+                yield f"The URL pattern '{route}' ({view_class.__name__})"
+                break
+
+
+def _marked_function(handler: Any) -> Any:
+    """The @idempotent function behind a handler: itself, or in the closure of
+    the method DRF's @api_view builds around it."""
+    if handler is None:
+        return None
+    if hasattr(handler, MARKER):
+        return handler
+    function = getattr(handler, "__func__", handler)
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:
+            continue
+        if hasattr(contents, MARKER):
+            return contents
+    return None
+
+
+def _plain_protected_views(patterns: Iterable[Any]) -> Iterator[str]:
+    for route, callback in _views(patterns):
         view_class = getattr(callback, "view_class", None)
         if view_class is None:
             marked = hasattr(callback, MARKER)
@@ -270,4 +321,4 @@ def _plain_protected_views(patterns: Iterable[Any], prefix: str = "") -> Iterato
             )
         if marked:
             name = getattr(view_class or callback, "__qualname__", repr(callback))
-            yield f"The URL pattern '{prefix}{pattern.pattern}' ({name})"
+            yield f"The URL pattern '{route}' ({name})"

@@ -28,12 +28,65 @@ authentication, permission and throttle checks:
 On a class-based view, decorate its handler methods or use IdempotencyMixin."""
 
 
-def async_refusal(name: str) -> str:
-    return (
-        f"{name} is an async view: django_idempotency does not protect async handlers "
-        "yet (neither adrf's nor Django's async def views). Use a sync handler, or "
-        "leave this view without idempotency keys."
+def async_refusal(name: str) -> str | None:
+    """Why an async handler cannot be protected here, or None if it can."""
+    try:
+        import adrf  # noqa: F401
+    except ImportError:
+        return (
+            f"{name} is an async handler: protecting async DRF views needs adrf. "
+            'Install django-idempotency[async] (pip install "django-idempotency[async]") '
+            "and write the view with adrf's @api_view, APIView or ViewSet."
+        )
+    return None
+
+
+def _async_wrapper(handler: Callable[..., Any], view_options: engine.ViewOptions) -> Any:
+    from .async_driver import handle_async
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        request, call_args, call = _split(handler, args, is_async=True)
+        view = _drf_view(handler, request)
+        return await handle_async(view, request, call, call_args, kwargs, view_options.get())
+
+    return wrapper
+
+
+def _split(handler: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool = False) -> Any:
+    """(request, the handler's other arguments, a call taking the request first).
+
+    Function views get (request, ...); methods get (self, request, ...).
+    """
+    if args and isinstance(args[0], Request):
+        return args[0], args[1:], handler
+    if len(args) > 1 and isinstance(args[1], Request):
+        bound_self = args[0]
+        if is_async:
+
+            async def call_async(request: Request, *a: Any, **kw: Any) -> Any:
+                return await handler(bound_self, request, *a, **kw)
+
+            return args[1], args[2:], call_async
+
+        def call(request: Request, *a: Any, **kw: Any) -> Any:
+            return handler(bound_self, request, *a, **kw)
+
+        return args[1], args[2:], call
+    # Check E006 reports this at startup; here it is a configuration error,
+    # not a bug in the request.
+    raise ImproperlyConfigured(
+        f"@idempotent on {handler.__qualname__}, which was called without a DRF "
+        "Request: it works on Django REST Framework views only (put @api_view above "
+        "it, or use an APIView/ViewSet)."
     )
+
+
+def _drf_view(handler: Callable[..., Any], request: Request) -> APIView:
+    view = request.parser_context.get("view")
+    if not isinstance(view, APIView):
+        raise ImproperlyConfigured(f"@idempotent on {handler.__qualname__}: not a DRF view")
+    return view
 
 
 @overload
@@ -61,35 +114,17 @@ def idempotent(
         if not callable(handler):
             raise TypeError(f"@idempotent decorates a view function or method, not {handler!r}")
         if inspect.iscoroutinefunction(handler):
-            raise TypeError(async_refusal(getattr(handler, "__qualname__", repr(handler))))
+            refusal = async_refusal(getattr(handler, "__qualname__", repr(handler)))
+            if refusal:
+                raise TypeError(refusal)
+            async_wrapper = _async_wrapper(handler, view_options)
+            setattr(async_wrapper, MARKER, view_options)
+            return async_wrapper  # type: ignore[no-any-return]
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            # Function views get (request, ...); methods get (self, request, ...).
-            if args and isinstance(args[0], Request):
-                request, call_args = args[0], args[1:]
-
-                def call(request: Request, *a: Any, **kw: Any) -> Any:
-                    return handler(request, *a, **kw)
-
-            elif len(args) > 1 and isinstance(args[1], Request):
-                request, call_args = args[1], args[2:]
-                bound_self = args[0]
-
-                def call(request: Request, *a: Any, **kw: Any) -> Any:
-                    return handler(bound_self, request, *a, **kw)
-
-            else:
-                # Check E006 reports this at startup; here it is a configuration
-                # error, not a bug in the request.
-                raise ImproperlyConfigured(
-                    f"@idempotent on {handler.__qualname__}, which was called without a "
-                    "DRF Request: it works on Django REST Framework views only (put "
-                    "@api_view above it, or use an APIView/ViewSet)."
-                )
-            view = request.parser_context.get("view")
-            if not isinstance(view, APIView):
-                raise ImproperlyConfigured(f"@idempotent on {handler.__qualname__}: not a DRF view")
+            request, call_args, call = _split(handler, args)
+            view = _drf_view(handler, request)
             return engine.handle(view, request, call, call_args, kwargs, view_options.get())
 
         setattr(wrapper, MARKER, view_options)

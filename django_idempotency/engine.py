@@ -352,31 +352,15 @@ def _run(
                     # commit together. Done last, so duplicates never wait on
                     # this row lock for longer than the commit.
                     stored = _finish(connection, claim, response, request_id, options)
-        except _Fenced:
-            # Another request took the claim over and runs the view: ours was
-            # rolled back, so the operation still happens exactly once.
-            after_commit(claim, None)
-            return _problem(RequestInProgress(), request_id, options)
-        except DatabaseError:
-            if not finished:
-                _release_quietly(alias, claim)
-                raise  # the view's own database error, as without the app
-            # Storing or committing failed, so nothing of the view was kept (a
-            # commit that did happen left the record completed, which the
-            # release below never deletes).
-            logger.exception("Could not store idempotency record %s", claim.record_id)
-            if in_caller:
-                # Our savepoint rolled back, but InnoDB keeps its row locks until
-                # the caller's transaction ends: releasing from the other
-                # connection now would wait on them.
-                transaction.on_commit(lambda: _release_quietly(alias, claim), using=alias)
-            else:
-                _release_quietly(alias, claim)
-            after_commit(claim, None)
-            return _problem(Unavailable(), request_id, options)
-        except BaseException:
-            _release_quietly(alias, claim)
-            raise
+        except BaseException as exc:
+            return _atomic_failure(
+                attempt,
+                claim,
+                exc,
+                finished=finished,
+                in_caller=in_caller,
+                after_commit=after_commit,
+            )
         if not defer:
             done(stored)
     else:
@@ -395,6 +379,41 @@ def _run(
     if options.request_id_header:
         response[options.request_id_header] = request_id
     return response
+
+
+def _atomic_failure(
+    attempt: Attempt,
+    claim: store.Claim,
+    exc: BaseException,
+    *,
+    finished: bool,
+    in_caller: bool,
+    after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
+) -> HttpResponseBase:
+    """The atomic block around the view was rolled back by ``exc``: answer,
+    or raise ``exc`` again (the view's own errors, as without the app)."""
+    alias, request_id, options = attempt.alias, attempt.request_id, attempt.options
+    if isinstance(exc, _Fenced):
+        # Another request took the claim over and runs the view: ours was
+        # rolled back, so the operation still happens exactly once.
+        after_commit(claim, None)
+        return _problem(RequestInProgress(), request_id, options)
+    if not (finished and isinstance(exc, DatabaseError)):
+        _release_quietly(alias, claim)
+        raise exc
+    # Storing or committing failed, so nothing of the view was kept (a commit
+    # that did happen left the record completed, which the release below never
+    # deletes).
+    logger.error("Could not store idempotency record %s", claim.record_id, exc_info=exc)
+    if in_caller:
+        # Our savepoint rolled back, but InnoDB keeps its row locks until the
+        # caller's transaction ends: releasing from the other connection now
+        # would wait on them.
+        transaction.on_commit(lambda: _release_quietly(alias, claim), using=alias)
+    else:
+        _release_quietly(alias, claim)
+    after_commit(claim, None)
+    return _problem(Unavailable(), request_id, options)
 
 
 def _store_after_view(

@@ -44,6 +44,14 @@ class IdempotencyMixin:
         if handler is None or getattr(handler, MARKER, None) is not None:
             return
         options = self._idempotency_view_options.get()
+        if inspect.iscoroutinefunction(handler):  # adrf: its dispatch awaits ours
+            from .async_driver import handle_async
+
+            async def idempotent_async_handler(request: Request, *a: Any, **kw: Any) -> Any:
+                return await handle_async(self, request, handler, a, kw, options)  # type: ignore[arg-type]
+
+            setattr(self, method, idempotent_async_handler)
+            return
 
         def idempotent_handler(request: Request, *a: Any, **kw: Any) -> Any:
             return engine.handle(self, request, handler, a, kw, options)  # type: ignore[arg-type]
@@ -113,11 +121,22 @@ def _check_base_order(cls: type) -> None:
 
 
 def _refuse_async_handlers(cls: type) -> None:
-    """Accepting an async handler would break at request time (the engine is
-    sync): refuse it when the class is defined, as the decorator does."""
+    """Async handlers need adrf's dispatch, which awaits them: refuse them
+    when the class is defined, not at its first request."""
     names = set(getattr(cls, "http_method_names", ()))
     names.update(name for name, value in vars(cls).items() if hasattr(value, "mapping"))
     for name in sorted(names):
         handler = getattr(cls, name, None)
-        if handler is not None and inspect.iscoroutinefunction(handler):
-            raise TypeError(async_refusal(f"{cls.__qualname__}.{name}"))
+        if handler is None or not inspect.iscoroutinefunction(handler):
+            continue
+        where = f"{cls.__qualname__}.{name}"
+        refusal = async_refusal(where)
+        if refusal:
+            raise TypeError(refusal)
+        from adrf.views import APIView as AsyncAPIView
+
+        if not issubclass(cls, AsyncAPIView):
+            raise TypeError(
+                f"{where} is an async handler on a view that is not adrf's: DRF's own "
+                "APIView cannot await it. Use adrf's APIView, GenericAPIView or ViewSet."
+            )

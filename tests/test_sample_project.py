@@ -129,7 +129,7 @@ def test_root_url_indexes_the_endpoint_groups_without_authentication(client):
 
     assert response.status_code == 200
     groups = {group["name"]: group for group in response.json()["groups"]}
-    assert list(groups) == ["ietf", "lithic", "txcloud", "stannp", "orzcash"]
+    assert list(groups) == ["ietf", "lithic", "txcloud", "stannp", "orzcash", "async"]
     assert groups["stannp"]["options"]["replay_status"] == 409
 
 
@@ -475,6 +475,50 @@ class TestStannp:
         assert other.json()["data"]["recipient"] == "Jane"
         assert_replay_of(first_again, first, status=409)
         assert Letter.objects.count() == 2
+
+
+class TestAsyncGroup:
+    """The ORZCash transfer as an adrf async view, called through Django's
+    ASGI request path (AsyncClient), as uvicorn serves it in make demo-asgi."""
+
+    URL = "/async/transfers/"
+
+    @staticmethod
+    def send(user, key=None, body=TRANSFER):
+        from asgiref.sync import async_to_sync
+        from django.test import AsyncClient
+
+        token, _ = Token.objects.get_or_create(user=user)
+        headers = {"Authorization": f"Token {token.key}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return async_to_sync(AsyncClient().post)(
+            TestAsyncGroup.URL, body, content_type="application/json", headers=headers
+        )
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_retry_gets_the_first_transfer_and_another_account_its_own(self, alice, bob):
+        key = str(uuid.uuid4())
+        first = self.send(alice, key)
+        retry = self.send(alice, key)
+        bobs = self.send(bob, key)
+
+        assert first.status_code == 201
+        assert retry.status_code == 201
+        assert retry["Idempotent-Replayed"] == "true"
+        assert retry.json() == first.json()
+        assert bobs.status_code == 201
+        assert "Idempotent-Replayed" not in bobs
+        assert Transfer.objects.count() == 2
+
+    @pytest.mark.django_db(transaction=True)
+    def test_the_key_is_required_and_a_uuid(self, alice):
+        missing = self.send(alice)
+        not_a_uuid = self.send(alice, "transfer-0001")
+
+        assert problem_code(missing) == "idempotency_key_missing"
+        assert problem_code(not_a_uuid) == "idempotency_key_invalid"
+        assert not Transfer.objects.exists()
 
 
 class TestORZCash:

@@ -1,12 +1,15 @@
+from adrf.routers import DefaultRouter as AsyncRouter
 from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from tests.testapp import views
+from tests.testapp import async_views, views
 
 router = DefaultRouter()
 router.register("viewset", views.PaymentViewSet, basename="viewset")
 router.register("mixin-viewset", views.MixinViewSet, basename="mixin-viewset")
+async_router = AsyncRouter()
+async_router.register("cards", async_views.CardViewSet, basename="async-cards")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -33,5 +36,9 @@ urlpatterns = [
     path("checkout/", views.checkout_page),
     path("guest-orders/", views.guest_order_view),
     *(path(f"options/{name}/", view) for name, view in views.option_views.items()),
+    path("async/function/", async_views.function_view),
+    path("async/atomic/", async_views.atomic_view),
+    path("async/apiview/", async_views.PaymentAPIView.as_view()),
+    path("async/", include(async_router.urls)),
     path("", include(router.urls)),
 ]

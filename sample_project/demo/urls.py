@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from .views import checkout, ietf, index, lithic, orzcash, stannp, txcloud
+from .views import asynctransfers, checkout, ietf, index, lithic, orzcash, stannp, txcloud
 
 ietf_router = SimpleRouter()
 ietf_router.register("payments", ietf.PaymentViewSet, basename="ietf-payment")
@@ -21,6 +21,7 @@ urlpatterns = [
     ),
     path("stannp/letters/", stannp.letters, name="stannp-letters"),
     path("orzcash/transfers/", orzcash.TransferView.as_view(), name="orzcash-transfers"),
+    path("async/transfers/", asynctransfers.transfers, name="async-transfers"),
     path("checkout/", checkout.page, name="checkout"),
     path("checkout/session/", checkout.session, name="checkout-session"),
     path("checkout/payments/", checkout.payments, name="checkout-payments"),

@@ -78,12 +78,21 @@ def _start(db_name: str, tmp: Path, env_extra: dict[str, str], workers: int) -> 
         **env_extra,
     }
     with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
+        if env_extra.get("SERVER_ASGI") == "1":
+            # uvicorn's own supervisor: several worker processes, a dead one replaced.
+            command = [
+                sys.executable, "-m", "uvicorn", "tests.concurrency.asgi:application",
+                "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--timeout-graceful-shutdown", "2",
+            ]
+        else:
+            command = [
                 sys.executable, "-m", "gunicorn", "tests.concurrency.wsgi:application",
                 "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
                 "--timeout", "120", "--graceful-timeout", "2", "--log-level", "warning",
-            ],
+            ]
+        process = subprocess.Popen(
+            command,
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"

@@ -19,6 +19,8 @@ MODES = [
     pytest.param("plain/", {"SERVER_ATOMIC_REQUESTS": "1"}, id="plain+ATOMIC_REQUESTS"),
     pytest.param("atomic/", {"SERVER_ATOMIC_REQUESTS": "1"}, id="atomic+ATOMIC_REQUESTS"),
     pytest.param("plain/", {"SERVER_LOCK": "cache"}, id="plain+redis"),
+    pytest.param("async-plain/", {"SERVER_ASGI": "1"}, id="async"),
+    pytest.param("async-atomic/", {"SERVER_ASGI": "1"}, id="async-atomic"),
 ]
 
 
@@ -26,7 +28,7 @@ MODES = [
 def test_duplicate_is_answered_while_the_first_request_runs(server_factory, path, env):
     if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
-    if connection.vendor == "sqlite" and (path == "atomic/" or "SERVER_ATOMIC_REQUESTS" in env):
+    if connection.vendor == "sqlite" and ("atomic" in path or "SERVER_ATOMIC_REQUESTS" in env):
         pytest.skip("SQLite has one writer: duplicates wait for a writing transaction")
     server = server_factory(**env)
     key = f"slow-{path.strip('/')}-{len(env)}"

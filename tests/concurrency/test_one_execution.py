@@ -20,10 +20,16 @@ CONCURRENT = 20
         pytest.param("atomic/", {}, id="atomic"),
         pytest.param("plain/", {"SERVER_LOCK": "cache"}, id="plain+redis"),
         pytest.param("atomic/", {"SERVER_LOCK": "cache"}, id="atomic+redis"),
+        # adrf async views under uvicorn's worker processes.
+        pytest.param("async-plain/", {"SERVER_ASGI": "1"}, id="async"),
+        pytest.param("async-atomic/", {"SERVER_ASGI": "1"}, id="async-atomic"),
+        pytest.param(
+            "async-plain/", {"SERVER_ASGI": "1", "SERVER_LOCK": "cache"}, id="async+redis"
+        ),
     ],
 )
 def test_simultaneous_duplicates_run_the_view_once(server_factory, path, env):
-    if env and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
+    if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
     server = server_factory(**env)
     for round_ in range(ROUNDS):

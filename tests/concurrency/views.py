@@ -4,10 +4,12 @@ header (not part of the fingerprint) makes a request slow; ``X-Pid-Dir`` makes
 the worker write its pid to a file there before sleeping, so a test can kill it.
 """
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
+from adrf.decorators import api_view as async_api_view
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
@@ -35,3 +37,28 @@ def plain(request):
 @idempotent(lock_timeout=60, atomic=True)
 def atomic(request):
     return _work(request)
+
+
+# The same operation as an adrf async view, served by uvicorn (SERVER_ASGI=1).
+async def _work_async(request):
+    key = request.headers.get("Idempotency-Key", "")
+    payment = await Payment.objects.acreate(
+        amount=int(request.data.get("amount", 1)), reference=key
+    )
+    pid_dir = request.headers.get("X-Pid-Dir")
+    if pid_dir:
+        Path(pid_dir, f"{key}.pid").write_text(str(os.getpid()))
+    await asyncio.sleep(float(request.headers.get("X-Sleep", "0")))
+    return Response({"id": payment.pk, "pid": os.getpid()}, status=201)
+
+
+@async_api_view(["POST"])
+@idempotent(lock_timeout=60)
+async def async_plain(request):
+    return await _work_async(request)
+
+
+@async_api_view(["POST"])
+@idempotent(lock_timeout=60, atomic=True)
+async def async_atomic(request):
+    return await _work_async(request)

@@ -9,7 +9,7 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import ietf, lithic, orzcash, stannp, txcloud
+from . import asynctransfers, ietf, lithic, orzcash, stannp, txcloud
 
 DOCS = "https://django-idempotency.readthedocs.io/en/latest/recipes/"
 
@@ -76,6 +76,16 @@ GROUPS: list[dict[str, Any]] = [
         "endpoints": ["POST /orzcash/transfers/", "GET /orzcash/transfers/"],
         "options": orzcash.OPTIONS,
         "docs": DOCS + "orzcash/",
+    },
+    {
+        "name": "async",
+        "reference": "adrf async views (https://github.com/em1208/adrf), served by "
+        "`make demo-asgi` under uvicorn",
+        "behaviour": "The ORZCash transfer as an async view: Idempotency-Key required, a "
+        "UUID; the same contract, and the app's queries never block the event loop.",
+        "endpoints": ["POST /async/transfers/"],
+        "options": asynctransfers.OPTIONS,
+        "docs": DOCS + "async/",
     },
 ]
 

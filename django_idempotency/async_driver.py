@@ -1,0 +1,200 @@
+"""The engine for async handlers (adrf's ``@api_view``, ``APIView``, viewsets).
+
+The same life as ``engine.handle``, with the same decisions and the same
+statements; only the waiting differs. Every database, Redis and signal call
+runs in Django's thread-sensitive executor (``sync_to_async``), as the async
+ORM runs its queries: within one request they all run in one thread, so on
+one connection. The view itself runs on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+from django.http.response import HttpResponseBase
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from . import cache_lock, store
+from .connections import in_caller_transaction
+from .engine import (
+    Attempt,
+    _after_commit,
+    _answer,
+    _atomic_failure,
+    _claim_or_problem,
+    _finish,
+    _redis_front,
+    _release_quietly,
+    _rendered,
+    _start,
+    _store_after_view,
+    replayable,
+)
+from .options import Options
+
+AsyncHandler = Callable[..., Awaitable[HttpResponseBase]]
+
+
+async def handle_async(
+    view: APIView,
+    request: Request,
+    handler: AsyncHandler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+) -> HttpResponseBase:
+    if request.method not in options.methods:
+        return await handler(request, *args, **kwargs)
+    # Reads the body and may ask the database (a session scope): not on the loop.
+    started = await sync_to_async(_start)(view, request, options)
+    if started is None:
+        return await handler(request, *args, **kwargs)
+    if isinstance(started, HttpResponseBase):
+        return started
+    attempt = started
+    front = _redis_front(attempt)
+    if front is not None:
+        fast = await sync_to_async(front.check)(store.new_token())
+        if fast is not None:
+            stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+            return await sync_to_async(_answer)(
+                attempt, same_request=fast.same_request, stored=stored
+            )
+    handed_over = False
+    try:
+        outcome = await sync_to_async(_claim_or_problem)(attempt)
+        if isinstance(outcome, HttpResponseBase):
+            return outcome
+        if isinstance(outcome, store.Existing):
+            return await sync_to_async(_answer)(
+                attempt,
+                same_request=outcome.same_request,
+                stored=replayable(outcome),
+                record_id=outcome.record_id,
+            )
+
+        def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
+            _after_commit(attempt, front, claim, stored)
+
+        if options.atomic:
+            response = await _run_atomic(attempt, outcome, handler, args, kwargs, after_commit)
+        else:
+            response = await _run(attempt, outcome, handler, args, kwargs, after_commit)
+        handed_over = True
+        return response
+    finally:
+        if front is not None and not handed_over:
+            await sync_to_async(front.forget)()
+
+
+async def _run(
+    attempt: Attempt,
+    claim: store.Claim,
+    handler: AsyncHandler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
+) -> HttpResponseBase:
+    try:
+        response = await handler(attempt.request, *args, **kwargs)
+    except BaseException:
+        # Cancelled (the client went away, a timeout) counts too: the
+        # operation did not complete, so a retry may run it.
+        await sync_to_async(_release_quietly)(attempt.alias, claim)
+        raise
+    return await sync_to_async(_complete)(attempt, claim, response, args, kwargs, after_commit)
+
+
+def _complete(
+    attempt: Attempt,
+    claim: store.Claim,
+    response: HttpResponseBase,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
+) -> HttpResponseBase:
+    """After the view, outside atomic mode: render, store, notify (in the executor)."""
+    response = _rendered(attempt.view, attempt.request, response, args, kwargs)
+    alias = attempt.alias
+    in_caller = in_caller_transaction(connections[alias])
+    stored = _store_after_view(
+        alias, claim, response, attempt.request_id, attempt.options, in_caller
+    )
+    if in_caller:
+        transaction.on_commit(lambda: after_commit(claim, stored), using=alias)
+    else:
+        after_commit(claim, stored)
+    return _with_request_id(attempt, response)
+
+
+async def _run_atomic(
+    attempt: Attempt,
+    claim: store.Claim,
+    handler: AsyncHandler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
+) -> HttpResponseBase:
+    """``transaction.atomic`` around an async view.
+
+    Django runs a request's thread-sensitive calls in one thread, so the
+    transaction opened there holds every query the view makes through the
+    async ORM (or ``sync_to_async``) until it is closed there again. Queries
+    sent from another thread (``thread_sensitive=False``) are not part of it.
+    """
+    alias = attempt.alias
+    state = await sync_to_async(_transaction_state)(alias)
+    if state is not None:
+        # Already in a transaction (an enclosing atomic in the caller): the
+        # async driver cannot join it safely; it never happens under Django's
+        # ASGI handler, which refuses ATOMIC_REQUESTS for async views.
+        raise RuntimeError(state)
+    atomic = transaction.atomic(using=alias)
+    await sync_to_async(atomic.__enter__)()
+    finished = False
+    try:
+        response = await handler(attempt.request, *args, **kwargs)
+        finished = True
+
+        def finish_in_transaction() -> tuple[HttpResponseBase, store.StoredResponse | None]:
+            rendered = _rendered(attempt.view, attempt.request, response, args, kwargs)
+            # connections[] is per thread: looked up here, in the request's thread.
+            connection = connections[alias]
+            stored = _finish(connection, claim, rendered, attempt.request_id, attempt.options)
+            return rendered, stored
+
+        response, stored = await sync_to_async(finish_in_transaction)()
+    except BaseException as exc:
+        await sync_to_async(atomic.__exit__)(type(exc), exc, exc.__traceback__)
+        return await sync_to_async(_atomic_failure)(
+            attempt, claim, exc, finished=finished, in_caller=False, after_commit=after_commit
+        )
+    try:
+        await sync_to_async(atomic.__exit__)(None, None, None)  # COMMIT
+    except BaseException as exc:
+        return await sync_to_async(_atomic_failure)(
+            attempt, claim, exc, finished=True, in_caller=False, after_commit=after_commit
+        )
+    await sync_to_async(after_commit)(claim, stored)
+    return _with_request_id(attempt, response)
+
+
+def _transaction_state(alias: str) -> str | None:
+    connection = connections[alias]
+    if in_caller_transaction(connection):
+        return (
+            "atomic=True on an async view inside an open transaction: the async "
+            "driver only opens its own"
+        )
+    return None
+
+
+def _with_request_id(attempt: Attempt, response: HttpResponseBase) -> HttpResponseBase:
+    header = attempt.options.request_id_header
+    if header:
+        response[header] = attempt.request_id
+    return response
