@@ -26,12 +26,12 @@ from .engine import (
     _answer,
     _atomic_failure,
     _claim_or_problem,
-    _finish,
     _redis_front,
     _release_quietly,
     _rendered,
     _start,
     _store_after_view,
+    _store_or_release,
     replayable,
 )
 from .options import Options
@@ -155,29 +155,36 @@ async def _run_atomic(
         raise RuntimeError(state)
     atomic = transaction.atomic(using=alias)
     await sync_to_async(atomic.__enter__)()
-    finished = False
+    view_returned = False
     try:
         response = await handler(attempt.request, *args, **kwargs)
-        finished = True
+        view_returned = True
 
-        def finish_in_transaction() -> tuple[HttpResponseBase, store.StoredResponse | None]:
+        def store_in_transaction() -> tuple[HttpResponseBase, store.StoredResponse | None]:
             rendered = _rendered(attempt.view, attempt.request, response, args, kwargs)
             # connections[] is per thread: looked up here, in the request's thread.
             connection = connections[alias]
-            stored = _finish(connection, claim, rendered, attempt.request_id, attempt.options)
+            stored = _store_or_release(
+                connection, claim, rendered, attempt.request_id, attempt.options
+            )
             return rendered, stored
 
-        response, stored = await sync_to_async(finish_in_transaction)()
+        response, stored = await sync_to_async(store_in_transaction)()
     except BaseException as exc:
         await sync_to_async(atomic.__exit__)(type(exc), exc, exc.__traceback__)
         return await sync_to_async(_atomic_failure)(
-            attempt, claim, exc, finished=finished, in_caller=False, after_commit=after_commit
+            attempt,
+            claim,
+            exc,
+            view_returned=view_returned,
+            in_caller=False,
+            after_commit=after_commit,
         )
     try:
         await sync_to_async(atomic.__exit__)(None, None, None)  # COMMIT
     except BaseException as exc:
         return await sync_to_async(_atomic_failure)(
-            attempt, claim, exc, finished=True, in_caller=False, after_commit=after_commit
+            attempt, claim, exc, view_returned=True, in_caller=False, after_commit=after_commit
         )
     await sync_to_async(after_commit)(claim, stored)
     return _with_request_id(attempt, response)

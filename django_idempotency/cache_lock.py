@@ -150,7 +150,7 @@ class RedisFront:
         ttl_left = self.ttl - timedelta(seconds=time.monotonic() - self._started)
         cacheable = stored is not None and fresh and ttl_left > timedelta(0)
         lock_value, self._lock_value = self._lock_value, None
-        finish(
+        cache_and_unlock(
             self.alias,
             self.lookup_hash,
             lock_value,
@@ -201,7 +201,7 @@ def check(
         return None
 
 
-def finish(
+def cache_and_unlock(
     alias: str,
     lookup_hash: str,
     lock_value: str | None,

@@ -329,7 +329,7 @@ def _run(
         else:
             after_commit(claim, stored)
 
-    def finish_deferred(response: HttpResponseBase) -> None:
+    def store_after_commit(response: HttpResponseBase) -> None:
         def complete() -> None:
             after_commit(claim, _store_after_view(alias, claim, response, request_id, options))
 
@@ -340,24 +340,24 @@ def _run(
         return _rendered(view, request, response, args, kwargs)
 
     if options.atomic:
-        finished = False
+        view_returned = False
         try:
             with transaction.atomic(using=alias):
                 response = run_view()
-                finished = True
+                view_returned = True
                 if defer:
-                    finish_deferred(response)
+                    store_after_commit(response)
                 else:
                     # Inside the transaction: the record and the view's writes
                     # commit together. Done last, so duplicates never wait on
                     # this row lock for longer than the commit.
-                    stored = _finish(connection, claim, response, request_id, options)
+                    stored = _store_or_release(connection, claim, response, request_id, options)
         except BaseException as exc:
             return _atomic_failure(
                 attempt,
                 claim,
                 exc,
-                finished=finished,
+                view_returned=view_returned,
                 in_caller=in_caller,
                 after_commit=after_commit,
             )
@@ -372,7 +372,7 @@ def _run(
             _release_quietly(alias, claim)
             raise
         if defer:
-            finish_deferred(response)
+            store_after_commit(response)
         else:
             done(_store_after_view(alias, claim, response, request_id, options, in_caller))
 
@@ -386,7 +386,7 @@ def _atomic_failure(
     claim: store.Claim,
     exc: BaseException,
     *,
-    finished: bool,
+    view_returned: bool,
     in_caller: bool,
     after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
 ) -> HttpResponseBase:
@@ -398,7 +398,7 @@ def _atomic_failure(
         # rolled back, so the operation still happens exactly once.
         after_commit(claim, None)
         return _problem(RequestInProgress(), request_id, options)
-    if not (finished and isinstance(exc, DatabaseError)):
+    if not (view_returned and isinstance(exc, DatabaseError)):
         _release_quietly(alias, claim)
         raise exc
     # Storing or committing failed, so nothing of the view was kept (a commit
@@ -432,8 +432,8 @@ def _store_after_view(
         if savepoint:
             # A failure here must not abort the caller's transaction.
             with transaction.atomic(using=alias):
-                return _finish(connection, claim, response, request_id, options)
-        return _finish(connection, claim, response, request_id, options)
+                return _store_or_release(connection, claim, response, request_id, options)
+        return _store_or_release(connection, claim, response, request_id, options)
     except _Fenced:
         logger.warning(
             "Idempotency record %s: its view ran longer than lock_timeout and its "
@@ -469,7 +469,7 @@ def _rendered(
     return response
 
 
-def _finish(
+def _store_or_release(
     connection: Any,
     claim: store.Claim,
     response: HttpResponseBase,

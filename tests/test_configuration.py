@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from django_idempotency import IdempotencyMixin, idempotent
 from django_idempotency.checks import check_protected_views, check_settings
 from tests.factories import api_client
-from tests.test_contract import post
+from tests.helpers import post
 from tests.testapp.models import Payment
 
 BAD_TYPES = [

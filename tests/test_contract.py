@@ -3,23 +3,17 @@ kind of view: function views, APIView, GenericAPIView with the mixin, ViewSet
 ``create`` and ``@action`` methods (decorator and mixin)."""
 
 import datetime as dt
-import json
 import re
-import uuid
 
 import pytest
 from django.utils import timezone
-from rest_framework.request import Request
-from rest_framework.test import APIRequestFactory
 
-from django_idempotency.identity import default_fingerprint, keyed_fingerprints
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory, api_client
+from tests.helpers import assert_problem, fingerprint_for, new_key, post, record_for
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
-
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
 #: (id, URL, required) of one POST endpoint of every kind of view.
 VIEW_KINDS = [
@@ -33,42 +27,6 @@ VIEW_KINDS = [
 ]
 OPTIONAL_KINDS = [p for p in VIEW_KINDS if not p.values[1]]
 REQUIRED_KINDS = [p for p in VIEW_KINDS if p.values[1]]
-
-
-def new_key():
-    # A UUID suits every view, including the one with key_pattern [0-9a-f-]{36}.
-    return str(uuid.uuid4())
-
-
-def post(client, url, data=None, key=None, *, method="post", header="Idempotency-Key", **extra):
-    if key is not None:
-        extra["HTTP_" + header.upper().replace("-", "_")] = key
-    body = {"amount": 10} if data is None else data
-    return getattr(client, method)(url, body, format="json", **extra)
-
-
-def assert_problem(response, status, code):
-    assert response.status_code == status
-    assert response["Content-Type"] == "application/problem+json"
-    problem = json.loads(response.content)
-    assert set(problem) >= PROBLEM_FIELDS
-    assert problem["status"] == status
-    assert problem["code"] == code
-    assert problem["title"]
-    assert problem["detail"]
-    assert problem["type"]
-    return problem
-
-
-def fingerprint_for(url, data, method="post", query=""):
-    """The default fingerprint of the request APIClient sends with ``post()``."""
-    factory = APIRequestFactory()
-    django_request = getattr(factory, method)(url + query, data, format="json")
-    return keyed_fingerprints(default_fingerprint(Request(django_request)))[0]
-
-
-def record_for(key):
-    return IdempotencyRecord.objects.get(key=key)
 
 
 # Rule 1 ---------------------------------------------------------------------

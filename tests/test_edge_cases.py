@@ -42,6 +42,7 @@ from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.options import validate_options
 from tests.clock import advance
 from tests.factories import CLIENT_API_KEY, CLIENT_SCOPE, api_client
+from tests.helpers import needs_redis
 from tests.settings import REDIS_URL
 from tests.testapp.models import Payment
 
@@ -234,14 +235,6 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
 # Redis: responses cached only after the caller's transaction commits -------------------
 
 
-def _redis_available() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_available(), reason="Redis is not reachable")
 
 
 @pytest.fixture

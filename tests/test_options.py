@@ -15,7 +15,7 @@ from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.options import MAX_DURATION
 from tests.clock import advance
 from tests.factories import RecordFactory, api_client
-from tests.test_contract import assert_problem, fingerprint_for, post, record_for
+from tests.helpers import assert_problem, fingerprint_for, post, record_for
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_idempotency import conf
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory
-from tests.test_contract import assert_problem, fingerprint_for, post
+from tests.helpers import assert_problem, fingerprint_for, post
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db

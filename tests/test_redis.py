@@ -12,23 +12,13 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, api_client
+from tests.helpers import needs_redis
 from tests.settings import REDIS_URL
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
 
 
-def _redis_available() -> bool:
-    flag = os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE")
-    if flag is not None:
-        return flag == "1"
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_available(), reason="Redis is not reachable")
 
 
 def _settings(location: str, prefix: str):

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
 from tests.factories import UserFactory, api_client
-from tests.test_contract import assert_problem, post, record_for
+from tests.helpers import assert_problem, post, record_for
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db

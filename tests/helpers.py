@@ -1,0 +1,69 @@
+"""What several test modules share: sending a keyed request, checking a
+problem response, the fingerprint and record of a request, and whether Redis
+can be used."""
+
+import json
+import os
+import uuid
+
+import pytest
+import redis
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from django_idempotency.identity import default_fingerprint, keyed_fingerprints
+from django_idempotency.models import IdempotencyRecord
+from tests.settings import REDIS_URL
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+
+def _redis_available() -> bool:
+    # tests/run_backends.py probes Redis once for every backend's run.
+    flag = os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE")
+    if flag is not None:
+        return flag == "1"
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+#: The one marker for tests that need the Redis server.
+needs_redis = pytest.mark.skipif(not _redis_available(), reason="Redis is not reachable")
+
+
+def new_key():
+    # A UUID suits every view, including the one with key_pattern [0-9a-f-]{36}.
+    return str(uuid.uuid4())
+
+
+def post(client, url, data=None, key=None, *, method="post", header="Idempotency-Key", **extra):
+    if key is not None:
+        extra["HTTP_" + header.upper().replace("-", "_")] = key
+    body = {"amount": 10} if data is None else data
+    return getattr(client, method)(url, body, format="json", **extra)
+
+
+def assert_problem(response, status, code):
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/problem+json"
+    problem = json.loads(response.content)
+    assert set(problem) >= PROBLEM_FIELDS
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["type"]
+    return problem
+
+
+def fingerprint_for(url, data, method="post", query=""):
+    """The default fingerprint of the request APIClient sends with ``post()``."""
+    factory = APIRequestFactory()
+    django_request = getattr(factory, method)(url + query, data, format="json")
+    return keyed_fingerprints(default_fingerprint(Request(django_request)))[0]
+
+
+def record_for(key):
+    return IdempotencyRecord.objects.get(key=key)
