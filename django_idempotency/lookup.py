@@ -39,7 +39,6 @@ from .identity import lookup_hash, scope_of
 from .keys import parse_key
 from .models import IdempotencyRecord, State
 from .option_types import IdempotencyOptions
-from .options import Options
 
 __all__ = ["EXPIRED", "OUTCOME_SCHEMA", "OutcomeLookupView", "find_record", "outcome"]
 
@@ -254,7 +253,7 @@ def _documented(handler: _F) -> _F:
             example(404, KeyUnknown()),
         ],
     )
-    return decorate(handler)  # type: ignore[no-any-return]
+    return decorate(handler)
 
 
 class OutcomeLookupView(APIView):
@@ -280,14 +279,19 @@ class OutcomeLookupView(APIView):
                 return scope
         return None
 
-    def _options(self) -> Options:
-        if self.idempotency_options is type(self).idempotency_options:
-            return self._view_options.get()
-        return engine.ViewOptions(self.idempotency_options).get()  # as_view(idempotency_options=)
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """``as_view(idempotency_options={...})`` is a subclass with those
+        options, validated here, once, like a subclass's."""
+        options = initkwargs.pop("idempotency_options", None)
+        view_class = cls
+        if options is not None:
+            view_class = type(cls.__name__, (cls,), {"idempotency_options": options})
+        return super(OutcomeLookupView, view_class).as_view(**initkwargs)
 
     @_documented
     def get(self, request: Request, key: str) -> HttpResponseBase:
-        options = self._options()
+        options = self._view_options.get()
         try:
             parsed = parse_key(key, options)
             scope = scope_of(request, options)
