@@ -96,8 +96,8 @@ def find_record(
     on all endpoints. One statement, on the unique index."""
     hashes = [lookup_hash(scope, key, endpoint) for endpoint in endpoints]
     hashes.append(lookup_hash(scope, key, None))
-    fields = ["lookup_hash", "endpoint", "state", "created_at", "completed_at", "expires_at"]
-    fields.append("response_status")
+    fields = ["lookup_hash", "endpoint", "state", "response_status"]
+    fields += ["created_at", "completed_at", "expires_at"]
     if with_body:
         fields += ["response_headers", "response_body"]
     records = (
@@ -127,7 +127,7 @@ def _body(record: IdempotencyRecord) -> dict[str, Any]:
 
 def outcome(record: IdempotencyRecord, key: str, *, with_body: bool = False) -> dict[str, Any]:
     """The look-up's JSON document for a record read by ``find_record``."""
-    expired: bool = record.is_expired  # type: ignore[attr-defined]  # the annotation
+    expired = bool(record.is_expired)  # type: ignore[attr-defined]  # SQLite: 0 or 1
     response: dict[str, Any] | None = None
     if record.state == State.COMPLETED:
         response = {"status": record.response_status}

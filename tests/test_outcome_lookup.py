@@ -28,6 +28,7 @@ from django_idempotency.lookup import OutcomeLookupView
 from django_idempotency.models import IdempotencyRecord, State
 from tests import clock
 from tests.factories import RecordFactory, api_client
+from tests.test_redis import needs_redis, redis_lock  # noqa: F401  (a fixture)
 from tests.urls import urlpatterns as test_urlpatterns
 
 urlpatterns = [*test_urlpatterns, path("idempotency/", include("django_idempotency.urls"))]
@@ -371,6 +372,23 @@ def test_the_schema_documents_the_look_up(schema_class):
     else:  # drf-spectacular's own class: the same document, inline
         codes = problem_schema["properties"]["code"]["enum"]
     assert "idempotency_key_unknown" in codes
+
+
+# With the Redis front ----------------------------------------------------------
+
+
+@needs_redis
+@pytest.mark.usefixtures("redis_lock")
+def test_with_the_redis_front_the_record_in_the_database_answers(client):
+    key = new_key()
+    first = send(client, "/function/", key)
+    replay = client.post("/function/", {"amount": 10}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.content == first.content
+
+    assert look_up(client, key).json()["state"] == "completed"
+    clock.advance(24 * 3600, key=key)
+    assert look_up(client, key).json()["state"] == "expired"
 
 
 # The sample project ------------------------------------------------------------
