@@ -22,6 +22,7 @@ GLOBAL_DEFAULTS: Mapping[str, Any] = {
     "DATABASE": "default",
     "LOCK": "database",
     "CACHE_ALIAS": "default",
+    "LOOKUP_BODY": False,
 }
 LOCK_CHOICES = ("database", "cache")
 
@@ -32,6 +33,7 @@ class AppSettings:
     lock: str
     cache_alias: str
     view_defaults: Mapping[str, Any]  # validated view options from the setting
+    lookup_body: bool = False  # the outcome look-up shows stored bodies
 
 
 def parse_setting(raw: Any) -> AppSettings:
@@ -46,6 +48,8 @@ def parse_setting(raw: Any) -> AppSettings:
             raise OptionError(f"'{name}' must be a database/cache alias string")
     if globals_["LOCK"] not in LOCK_CHOICES:
         raise OptionError(f"'LOCK' must be one of {LOCK_CHOICES}, not {globals_['LOCK']!r}")
+    if not isinstance(globals_["LOOKUP_BODY"], bool):
+        raise OptionError(f"'LOOKUP_BODY' must be True or False, not {globals_['LOOKUP_BODY']!r}")
     view_raw = {k: v for k, v in raw.items() if k not in GLOBAL_DEFAULTS}
     view_defaults = validate_options(view_raw, upper=True, also_valid=GLOBAL_DEFAULTS)
     combine(view_defaults)  # reject impossible combinations now, not per request
@@ -54,6 +58,7 @@ def parse_setting(raw: Any) -> AppSettings:
         lock=globals_["LOCK"],
         cache_alias=globals_["CACHE_ALIAS"],
         view_defaults=view_defaults,
+        lookup_body=globals_["LOOKUP_BODY"],
     )
 
 

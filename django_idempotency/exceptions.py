@@ -67,6 +67,18 @@ class AnonymousKey(IdempotencyError):
     )
 
 
+class KeyUnknown(IdempotencyError):
+    status_code = 404
+    default_code = "idempotency_key_unknown"
+    title = _("Idempotency key unknown")
+    # One answer for every reason: telling them apart would tell a caller
+    # which keys other clients use.
+    default_detail = _(
+        "No request with this idempotency key is recorded for you: it was never "
+        "received, its record was purged, or the key belongs to another client."
+    )
+
+
 class RequestUnrecordable(IdempotencyError):
     default_code = "idempotency_request_unrecordable"
     title = _("Request cannot be recorded")

@@ -5,7 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
 
@@ -35,6 +35,15 @@ class RecordQuerySet(models.QuerySet["IdempotencyRecord"]):
     def live(self) -> RecordQuerySet:
         """Not expired: replayed, or still being worked on."""
         return self.filter(expires_at__gt=self._ago())
+
+    def with_expired(self) -> RecordQuerySet:
+        """Each record with ``is_expired``, decided as ``expired()`` decides it,
+        in the same statement that reads it."""
+        return self.annotate(
+            is_expired=ExpressionWrapper(
+                Q(expires_at__lte=self._ago()), output_field=BooleanField()
+            )
+        )
 
     def idle(self) -> RecordQuerySet:
         """Completed, or in progress with its lock run out: no request works on it."""

@@ -48,6 +48,7 @@ __all__ = [
     "AutoSchema",
     "IdempotencySchemaMixin",
     "problem_codes",
+    "problem_schema",
 ]
 
 #: Names of the component schemas of the problem document and of its ``code``.
@@ -259,7 +260,7 @@ def _retry_after_header(codes: Iterable[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _problem_schema(code_ref: dict[str, str]) -> dict[str, Any]:
+def problem_schema(code_ref: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "description": "A problem document (RFC 9457) answered by django-idempotency. "
@@ -301,7 +302,7 @@ def _problem_ref(registry: ComponentRegistry) -> dict[str, str]:
             "https://django-idempotency.readthedocs.io/en/latest/errors/",
         },
     )
-    return component(PROBLEM_COMPONENT, _problem_schema(code))
+    return component(PROBLEM_COMPONENT, problem_schema(code))
 
 
 def _add_headers(response: dict[str, Any], headers: dict[str, dict[str, Any]]) -> None:
@@ -385,6 +386,21 @@ def document(operation: dict[str, Any], options: Options, registry: ComponentReg
     operation["responses"] = dict(sorted(responses.items()))
 
 
+def _is_lookup(view: Any) -> bool:
+    from .lookup import OutcomeLookupView
+
+    return isinstance(view, OutcomeLookupView)
+
+
+def link_problems(operation: dict[str, Any], registry: ComponentRegistry) -> None:
+    """Point the problem responses that a view documents inline (the outcome
+    look-up, for schema classes without this mixin) at the shared component."""
+    for response in operation.get("responses", {}).values():
+        content = response.get("content", {}).get(PROBLEM_CONTENT_TYPE)
+        if content is not None:
+            content["schema"] = _problem_ref(registry)
+
+
 def _view_doc_without_mixin(view_class: type) -> str:
     """The docstring drf-spectacular would use if the mixin had none: the
     mixin documents itself for Python users, not the view's operations."""
@@ -432,6 +448,8 @@ class IdempotencySchemaMixin(_Base):
         options = view_options(self.view, method)
         if options is not None:
             document(operation, options, registry)
+        elif _is_lookup(self.view):
+            link_problems(operation, registry)
         return operation
 
 

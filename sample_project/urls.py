@@ -8,5 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # GET idempotency/keys/<key>: what became of a key (docs/recipes/lookup.md).
+    path("idempotency/", include("django_idempotency.urls")),
     path("", include("sample_project.demo.urls")),
 ]

@@ -1,6 +1,8 @@
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
+from django_idempotency.lookup import OutcomeLookupView
+
 from .views import asynctransfers, checkout, ietf, index, lithic, orzcash, stannp, txcloud
 
 ietf_router = SimpleRouter()
@@ -18,6 +20,13 @@ urlpatterns = [
         "txcloud/identity/checks/<int:pk>",
         txcloud.IdentityCheckView.as_view(),
         name="txcloud-check",
+    ),
+    # TXCloud's keys live in the API key's scope, with its key rules: its own
+    # look-up (the project-wide one is in sample_project/urls.py).
+    path(
+        "txcloud/idempotency/keys/<path:key>",
+        OutcomeLookupView.as_view(idempotency_options=txcloud.OPTIONS),
+        name="txcloud-key-outcome",
     ),
     path("stannp/letters/", stannp.letters, name="stannp-letters"),
     path("orzcash/transfers/", orzcash.TransferView.as_view(), name="orzcash-transfers"),
