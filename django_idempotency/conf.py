@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .encryption import Keyring, decode_keys
 from .options import OptionError, Options, combine, validate_options
 
 #: Settings that only exist globally, with their defaults.
@@ -22,6 +23,7 @@ GLOBAL_DEFAULTS: Mapping[str, Any] = {
     "DATABASE": "default",
     "LOCK": "database",
     "CACHE_ALIAS": "default",
+    "ENCRYPTION_KEYS": (),
 }
 LOCK_CHOICES = ("database", "cache")
 
@@ -32,6 +34,8 @@ class AppSettings:
     lock: str
     cache_alias: str
     view_defaults: Mapping[str, Any]  # validated view options from the setting
+    #: Seals stored responses; None unless ENCRYPTION_KEYS lists keys.
+    keyring: Keyring | None = None
 
 
 def parse_setting(raw: Any) -> AppSettings:
@@ -46,6 +50,7 @@ def parse_setting(raw: Any) -> AppSettings:
             raise OptionError(f"'{name}' must be a database/cache alias string")
     if globals_["LOCK"] not in LOCK_CHOICES:
         raise OptionError(f"'LOCK' must be one of {LOCK_CHOICES}, not {globals_['LOCK']!r}")
+    keys = decode_keys(globals_["ENCRYPTION_KEYS"])
     view_raw = {k: v for k, v in raw.items() if k not in GLOBAL_DEFAULTS}
     view_defaults = validate_options(view_raw, upper=True, also_valid=GLOBAL_DEFAULTS)
     combine(view_defaults)  # reject impossible combinations now, not per request
@@ -54,6 +59,7 @@ def parse_setting(raw: Any) -> AppSettings:
         lock=globals_["LOCK"],
         cache_alias=globals_["CACHE_ALIAS"],
         view_defaults=view_defaults,
+        keyring=Keyring(keys) if keys else None,
     )
 
 

@@ -29,6 +29,7 @@ from .exceptions import (
     KeyMissing,
     KeyReused,
     NotMigrated,
+    RecordUnreadable,
     RequestInProgress,
     RequestUnrecordable,
     Unavailable,
@@ -123,10 +124,14 @@ def handle(
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
+            try:
+                stored = replayable(outcome)
+            except RecordUnreadable as exc:  # sealed under a key no longer configured
+                return _problem(exc, attempt.request_id, attempt.options)
             return _answer(
                 attempt,
                 same_request=outcome.same_request,
-                stored=replayable(outcome),
+                stored=stored,
                 record_id=outcome.record_id,
             )
         response = _run(
@@ -236,8 +241,11 @@ def _after_commit(
 
 
 def replayable(found: store.Existing) -> store.StoredResponse | None:
-    """What a duplicate gets replayed: the stored response, once there is one."""
-    return store.stored_response(found) if found.state == State.COMPLETED else None
+    """What a duplicate gets replayed: the stored response, once there is one
+    (a different request is never replayed, so its record is not opened)."""
+    if found.state != State.COMPLETED or not found.same_request:
+        return None
+    return store.stored_response(found)
 
 
 def should_take_over(found: store.Existing) -> bool:
