@@ -437,3 +437,39 @@ def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys):
 
     assert_replay_of(replay, first)  # from the database's record
     assert sent > 0
+
+
+# The sample project ----------------------------------------------------------------
+
+
+def sample_manage(tmp_path, encryption_keys, *args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, os.path.join(root, "sample_project", "manage.py"), *args],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sample_project.settings",
+            "DEMO_ENCRYPTION_KEYS": encryption_keys,
+            "DEMO_SQLITE_PATH": str(tmp_path / "demo.sqlite3"),
+        },
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+
+
+def test_the_sample_project_encrypts_with_the_keys_of_its_environment(tmp_path):
+    show = "from django_idempotency import conf; print(conf.get_settings().keyring is not None)"
+    on = sample_manage(tmp_path, f"{NEW_KEY}, {OLD_KEY}", "shell", "-c", show)
+    off = sample_manage(tmp_path, "", "shell", "-c", show)
+
+    assert (on.stdout.split()[-1], off.stdout.split()[-1]) == ("True", "False"), (
+        on.stderr + off.stderr
+    )
+
+
+def test_the_sample_project_refuses_a_bad_key_in_its_environment(tmp_path):
+    result = sample_manage(tmp_path, "not-a-key", "check")
+
+    assert result.returncode != 0
+    assert "django_idempotency.E007" in result.stderr
