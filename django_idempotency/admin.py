@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import conf
+from .encryption import SEALED_HEADERS, Unreadable
 from .models import IdempotencyRecord, RecordQuerySet, State
 from .purge import delete_in_batches
 
@@ -220,8 +221,31 @@ def state_label(record: IdempotencyRecord, now: datetime | None = None) -> str:
     return str(record.get_state_display())
 
 
-def _content_type(record: IdempotencyRecord) -> str:
-    for name, value in record.headers:
+_OPENED_ATTR = "_idempotency_opened"
+
+
+def _opened(record: IdempotencyRecord) -> tuple[list[tuple[str, str]], bytes | None] | None:
+    """The record's headers and body, decrypted once per record shown; None
+    when they are sealed under a key that is not in ENCRYPTION_KEYS."""
+    if not hasattr(record, _OPENED_ATTR):
+        try:
+            opened: Any = record.opened_response()
+        except Unreadable:
+            opened = None
+        except ValueError:  # headers that are not JSON: shown as stored
+            opened = ([], None if record.response_body is None else bytes(record.response_body))
+        setattr(record, _OPENED_ATTR, opened)
+    return cast("tuple[list[tuple[str, str]], bytes | None] | None", getattr(record, _OPENED_ATTR))
+
+
+_UNREADABLE = _(
+    "Encrypted with a key that is not in ENCRYPTION_KEYS (or altered): cannot be shown, "
+    "and a retry is answered 500 idempotency_record_unreadable."
+)
+
+
+def _content_type(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
         if name.lower() == "content-type":
             return value
     return ""
@@ -516,12 +540,20 @@ class IdempotencyRecordAdmin(_ModelAdmin):
 
     @admin.display(description=_("response headers"))
     def headers_display(self, record: IdempotencyRecord) -> SafeString:
-        return render_headers(record.response_headers)
+        if record.response_headers != SEALED_HEADERS:
+            return render_headers(record.response_headers)
+        opened = _opened(record)
+        if opened is None:
+            return format_html("<em>{}</em>", _UNREADABLE)
+        return render_headers(json.dumps(opened[0]))
 
     @admin.display(description=_("response body"))
     def body_display(self, record: IdempotencyRecord) -> SafeString:
-        body = record.response_body
-        return render_body(None if body is None else bytes(body), _content_type(record))
+        opened = _opened(record)
+        if opened is None:
+            return format_html("<em>{}</em>", _UNREADABLE)
+        headers, body = opened
+        return render_body(body, _content_type(headers))
 
     @admin.action(
         description=_("Delete expired records among the selected"), permissions=["delete"]

@@ -24,6 +24,7 @@ from .engine import (
     Attempt,
     _after_commit,
     _answer,
+    _answer_existing,
     _atomic_failure,
     _claim_or_problem,
     _redis_front,
@@ -32,7 +33,6 @@ from .engine import (
     _start,
     _store_after_view,
     _store_or_release,
-    replayable,
 )
 from .options import Options
 
@@ -70,12 +70,7 @@ async def handle_async(
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
-            return await sync_to_async(_answer)(
-                attempt,
-                same_request=outcome.same_request,
-                stored=replayable(outcome),
-                record_id=outcome.record_id,
-            )
+            return await sync_to_async(_answer_existing)(attempt, outcome)
 
         def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
             _after_commit(attempt, front, claim, stored)

@@ -22,6 +22,7 @@ from django.db import connections, transaction
 
 from . import conf
 from .connections import in_caller_transaction
+from .encryption import Unreadable, cache_aad
 from .store import StoredResponse
 
 # Imported here, never on the request path: threads of a cold worker racing to
@@ -93,14 +94,28 @@ def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
     )
 
 
-def _encode(fingerprint: str, stored: StoredResponse) -> bytes:
+def _encode(lookup_hash: str, fingerprint: str, stored: StoredResponse) -> bytes:
     head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id])
     # JSON never contains a raw NUL, so it separates the head from the body.
-    return head.encode() + b"\0" + stored.body
+    plain = head.encode() + b"\0" + stored.body
+    ring = conf.get_settings().keyring
+    return plain if ring is None else ring.seal(plain, cache_aad(lookup_hash))
 
 
-def _decode(raw: bytes) -> tuple[str, StoredResponse]:
-    head, _, body = raw.partition(b"\0")
+def _decode(lookup_hash: str, raw: bytes) -> tuple[str, StoredResponse]:
+    ring = conf.get_settings().keyring
+    # A plain entry starts with its JSON head; a sealed one with its version byte.
+    if raw[:1] == b"[":
+        if ring is not None:
+            # Written before encryption was turned on, or by someone who can
+            # write to Redis but has no key: the database decides.
+            raise Unreadable("a plain entry while ENCRYPTION_KEYS is set")
+        plain = raw
+    elif ring is None:
+        raise Unreadable("sealed, and ENCRYPTION_KEYS is empty")
+    else:
+        plain = ring.open(raw, cache_aad(lookup_hash))
+    head, _, body = plain.partition(b"\0")
     fingerprint, status, headers, request_id = json.loads(head)
     return fingerprint, StoredResponse(
         status=status, headers=[(n, v) for n, v in headers], body=body, request_id=request_id
@@ -188,10 +203,15 @@ def check(
         if kind == "A":
             return Acquired(lock_value)
         if kind == "R":
-            cached_fingerprint, stored = _decode(result[1])
+            cached_fingerprint, stored = _decode(lookup_hash, result[1])
             return Cached(cached_fingerprint in fingerprints, stored)
         holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
         return Held(holder.rpartition(":")[2] in fingerprints)
+    except Unreadable as exc:
+        # Not an outage: the record in the database answers (or says it is
+        # unreadable there too).
+        logger.warning("Cached idempotency response not usable (%s); asking the database", exc)
+        return None
     except Exception:
         # Redis down, a broken entry, a misconfigured client: the front is an
         # optimisation, so any failure of it falls back to the database.
@@ -212,7 +232,7 @@ def cache_and_unlock(
     """Cache a stored response (after the database committed it) and/or drop our lock."""
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
-        payload = _encode(fingerprint, stored) if stored is not None else b""
+        payload = _encode(lookup_hash, fingerprint, stored) if stored is not None else b""
         _run_script(
             client,
             _COMPLETE,

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from .conf import parse_setting
 from .decorators import MARKER
+from .encryption import EncryptionConfigError
 from .options import OptionError
 from .store import migrate_command, table_exists
 
@@ -37,6 +38,14 @@ def _vendor(engine: str) -> str:
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
         parsed = parse_setting(getattr(settings, "IDEMPOTENCY", None))
+    except EncryptionConfigError as exc:
+        return [
+            Error(
+                f"IDEMPOTENCY setting: {exc}.",
+                hint="See https://django-idempotency.readthedocs.io/en/latest/recipes/encryption/",
+                id="django_idempotency.E008",
+            )
+        ]
     except OptionError as exc:
         # The message names the option and, for an unknown name, the valid ones.
         return [Error(f"IDEMPOTENCY setting: {exc}.", hint=_DOCS, id="django_idempotency.E001")]

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .encryption import Keyring, decode_keys
 from .options import OptionError, Options, combine, validate_options
 
 #: Settings that only exist globally, with their defaults.
@@ -23,6 +24,7 @@ GLOBAL_DEFAULTS: Mapping[str, Any] = {
     "LOCK": "database",
     "CACHE_ALIAS": "default",
     "LOOKUP_BODY": False,
+    "ENCRYPTION_KEYS": (),
 }
 LOCK_CHOICES = ("database", "cache")
 
@@ -34,6 +36,8 @@ class AppSettings:
     cache_alias: str
     view_defaults: Mapping[str, Any]  # validated view options from the setting
     lookup_body: bool = False  # the outcome look-up shows stored bodies
+    #: Seals stored responses; None unless ENCRYPTION_KEYS lists keys.
+    keyring: Keyring | None = None
 
 
 def parse_setting(raw: Any) -> AppSettings:
@@ -50,6 +54,7 @@ def parse_setting(raw: Any) -> AppSettings:
         raise OptionError(f"'LOCK' must be one of {LOCK_CHOICES}, not {globals_['LOCK']!r}")
     if not isinstance(globals_["LOOKUP_BODY"], bool):
         raise OptionError(f"'LOOKUP_BODY' must be True or False, not {globals_['LOOKUP_BODY']!r}")
+    keys = decode_keys(globals_["ENCRYPTION_KEYS"])
     view_raw = {k: v for k, v in raw.items() if k not in GLOBAL_DEFAULTS}
     view_defaults = validate_options(view_raw, upper=True, also_valid=GLOBAL_DEFAULTS)
     combine(view_defaults)  # reject impossible combinations now, not per request
@@ -59,6 +64,7 @@ def parse_setting(raw: Any) -> AppSettings:
         cache_alias=globals_["CACHE_ALIAS"],
         view_defaults=view_defaults,
         lookup_body=globals_["LOOKUP_BODY"],
+        keyring=Keyring(keys) if keys else None,
     )
 
 

@@ -29,6 +29,7 @@ from .exceptions import (
     KeyMissing,
     KeyReused,
     NotMigrated,
+    RecordUnreadable,
     RequestInProgress,
     RequestUnrecordable,
     Unavailable,
@@ -123,12 +124,7 @@ def handle(
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
-            return _answer(
-                attempt,
-                same_request=outcome.same_request,
-                stored=replayable(outcome),
-                record_id=outcome.record_id,
-            )
+            return _answer_existing(attempt, outcome)
         response = _run(
             attempt,
             outcome,
@@ -232,12 +228,26 @@ def _after_commit(
         front.finish(stored, fresh=claim.fresh)
 
 
+def _answer_existing(attempt: Attempt, found: store.Existing) -> HttpResponseBase:
+    """Answer for the record that holds the key: mismatch, replay or in progress."""
+    try:
+        stored = replayable(found)
+    except RecordUnreadable as exc:  # sealed under a key no longer configured
+        return _problem(exc, attempt.request_id, attempt.options)
+    return _answer(
+        attempt, same_request=found.same_request, stored=stored, record_id=found.record_id
+    )
+
+
 # Decisions: no I/O, so the drivers (sync today) share them. -----------------------
 
 
 def replayable(found: store.Existing) -> store.StoredResponse | None:
-    """What a duplicate gets replayed: the stored response, once there is one."""
-    return store.stored_response(found) if found.state == State.COMPLETED else None
+    """What a duplicate gets replayed: the stored response, once there is one
+    (a different request is never replayed, so its record is not opened)."""
+    if found.state != State.COMPLETED or not found.same_request:
+        return None
+    return store.stored_response(found)
 
 
 def should_take_over(found: store.Existing) -> bool:

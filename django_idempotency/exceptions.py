@@ -99,6 +99,17 @@ class NotMigrated(IdempotencyError):
     )
 
 
+class RecordUnreadable(IdempotencyError):
+    status_code = 500
+    default_code = "idempotency_record_unreadable"
+    title = _("Stored response unreadable")
+    default_detail = _(
+        "A request with this idempotency key was already processed, but the server "
+        "cannot decrypt the response it stored. It was not processed again. This is "
+        "a server misconfiguration; retrying will not help until it is fixed."
+    )
+
+
 class KeyReused(IdempotencyError):
     status_code = 422
     default_code = "idempotency_key_reused"

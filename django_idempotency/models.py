@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -150,6 +149,21 @@ class IdempotencyRecord(models.Model):
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        if not self.response_headers:
-            return []
-        return [(name, value) for name, value in json.loads(self.response_headers)]
+        """The stored headers, decrypted if sealed (``encryption.Unreadable``
+        if no key in ENCRYPTION_KEYS opens them)."""
+        return self.opened_response()[0]
+
+    def opened_response(self) -> tuple[list[tuple[str, str]], bytes | None]:
+        """The stored headers and body, decrypted if sealed (``encryption.Unreadable``
+        if no key in ENCRYPTION_KEYS opens them)."""
+        from . import conf
+        from .encryption import open_record
+
+        body = self.response_body
+        return open_record(
+            conf.get_settings().keyring,
+            self.lookup_hash,
+            self.response_status,
+            self.response_headers,
+            None if body is None else bytes(body),
+        )

@@ -13,6 +13,7 @@ Statements per request (transaction control not counted):
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,12 @@ from typing import Any
 from django.db import IntegrityError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from . import conf
+from .encryption import Unreadable, open_record, seal_record
+from .exceptions import RecordUnreadable
 from .models import IdempotencyRecord, State
+
+logger = logging.getLogger("django_idempotency")
 
 _MYSQL_DUPLICATE_ENTRY = 1062
 
@@ -56,6 +62,8 @@ class Claim:
     #: False for a takeover of an abandoned claim, whose expiry was set by the
     #: first request: callers cannot derive it from their own start time.
     fresh: bool = True
+    #: Binds a sealed response to this record (ENCRYPTION_KEYS).
+    lookup_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class Existing:
     body: bytes | None
     expired: bool
     abandoned: bool
+    #: Opens a sealed response (ENCRYPTION_KEYS).
+    lookup_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,7 @@ def _select_columns(d: Dialect, fingerprints: int) -> str:
     )
 
 
-def _existing(row: Sequence[Any]) -> Existing:
+def _existing(row: Sequence[Any], lookup_hash: str) -> Existing:
     body = row[7]
     return Existing(
         record_id=row[0],
@@ -190,6 +200,7 @@ def _existing(row: Sequence[Any]) -> Existing:
         body=None if body is None else bytes(body),
         expired=bool(row[8]),
         abandoned=bool(row[9]),
+        lookup_hash=lookup_hash,
     )
 
 
@@ -246,13 +257,13 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             # deleted after the snapshot was taken: then the claim is ours.
             for row in rows:
                 if row[1]:
-                    return Claim(row[0], token)
+                    return Claim(row[0], token, lookup_hash=new.lookup_hash)
             if rows:
-                return _existing((rows[0][0], *rows[0][2:]))
+                return _existing((rows[0][0], *rows[0][2:]), new.lookup_hash)
         elif d.vendor == "sqlite":
             cursor.execute(f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING", params)
             if cursor.rowcount == 1:
-                return Claim(_lastrowid(cursor), token)
+                return Claim(_lastrowid(cursor), token, lookup_hash=new.lookup_hash)
         else:
             try:
                 cursor.execute(insert, params)
@@ -260,10 +271,10 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
                 if getattr(exc.__cause__, "args", (None,))[0] != _MYSQL_DUPLICATE_ENTRY:
                     raise
             else:
-                return Claim(_lastrowid(cursor), token)
+                return Claim(_lastrowid(cursor), token, lookup_hash=new.lookup_hash)
         cursor.execute(select, select_params)
         row = cursor.fetchone()
-    return None if row is None else _existing(row)
+    return None if row is None else _existing(row, new.lookup_hash)
 
 
 def _lastrowid(cursor: Any) -> int:
@@ -326,13 +337,23 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         won = cursor.rowcount == 1
-    return Claim(existing.record_id, token, fresh=existing.expired) if won else None
+    if not won:
+        return None
+    return Claim(existing.record_id, token, fresh=existing.expired, lookup_hash=new.lookup_hash)
 
 
 def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
     """Store the response; False if the claim was taken over (fenced out)."""
     d = Dialect(connection)
     q = d.qn
+    ring = conf.get_settings().keyring
+    if ring is None:
+        headers, body = json.dumps(stored.headers), stored.body
+    else:
+        assert claim.lookup_hash, "a sealed response needs its record's lookup hash"
+        headers, body = seal_record(
+            ring, claim.lookup_hash, stored.status, stored.headers, stored.body
+        )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {d.table} SET {q('state')} = %s, {q('completed_at')} = {d.now}, "
@@ -342,8 +363,8 @@ def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredRespon
             [
                 State.COMPLETED.value,
                 stored.status,
-                json.dumps(stored.headers),
-                stored.body,
+                headers,
+                body,
                 claim.record_id,
                 claim.token,
                 State.IN_PROGRESS.value,
@@ -366,9 +387,28 @@ def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
 
 
 def stored_response(existing: Existing) -> StoredResponse:
+    """The response to replay; ``RecordUnreadable`` if it is sealed and no
+    configured key opens it (docs/recipes/encryption.md says why that is no
+    reason to run the view again)."""
+    try:
+        headers, body = open_record(
+            conf.get_settings().keyring,
+            existing.lookup_hash,
+            existing.status,
+            existing.headers,
+            existing.body,
+        )
+    except Unreadable as exc:
+        logger.error(
+            "Idempotency record %s cannot be decrypted: %s. Answering 500 "
+            "idempotency_record_unreadable; put its key back in ENCRYPTION_KEYS to replay it.",
+            existing.record_id,
+            exc,
+        )
+        raise RecordUnreadable() from None
     return StoredResponse(
         status=existing.status or 200,
-        headers=[(n, v) for n, v in json.loads(existing.headers or "[]")],
-        body=existing.body or b"",
+        headers=headers,
+        body=body or b"",
         request_id=existing.request_id,
     )

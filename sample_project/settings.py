@@ -120,6 +120,13 @@ if _redis_url:
     }
     IDEMPOTENCY["LOCK"] = "cache"
 
+# DEMO_ENCRYPTION_KEYS="key1,key2" encrypts stored responses at rest, in the
+# database and in Redis (docs/recipes/encryption.md); the first key encrypts.
+# A key: python -c "from django_idempotency.encryption import generate_key as g; print(g())"
+_encryption_keys = os.environ.get("DEMO_ENCRYPTION_KEYS")
+if _encryption_keys:
+    IDEMPOTENCY["ENCRYPTION_KEYS"] = [k.strip() for k in _encryption_keys.split(",") if k.strip()]
+
 # The checkout page (/checkout/) calls the API on its own origin, or on
 # DEMO_CHECKOUT_API (such as http://127.0.0.1:8000) when this server only serves
 # the page: see docs/recipes/cors.md.

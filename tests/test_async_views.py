@@ -307,3 +307,18 @@ def test_an_async_function_under_drfs_own_api_view_is_a_system_check_error():
 
     found = list(_async_under_sync_views([path("pay/", pay)]))
     assert found == ["The URL pattern 'pay/' (pay)"]
+
+
+def test_a_record_sealed_under_a_removed_key_is_a_clear_answer_not_a_rerun():
+    from django.test import override_settings
+
+    from django_idempotency.encryption import generate_key
+
+    old, new = generate_key(), generate_key()
+    with override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": [old]}):
+        assert apost("/async/function/", "k-sealed").status_code == 201
+    with override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": [new]}):
+        retry = apost("/async/function/", "k-sealed")
+    assert retry.status_code == 500
+    assert retry.json()["code"] == "idempotency_record_unreadable"
+    assert Payment.objects.count() == 1
