@@ -224,9 +224,12 @@ def finish(
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
 
 
-def drop_responses(alias: str, lookup_hashes: list[str]) -> None:
+def drop_responses(alias: str, lookup_hashes: list[str], *, strict: bool = False) -> None:
     """Drop the cached responses of deleted records: the database is the
-    source of truth, and a deleted record lets the next retry run again."""
+    source of truth, and a deleted record lets the next retry run again.
+
+    ``strict`` raises when Redis cannot be reached (erasure must not report
+    success while Redis still holds the responses); otherwise it logs."""
     if not lookup_hashes:
         return
     try:
@@ -235,6 +238,8 @@ def drop_responses(alias: str, lookup_hashes: list[str]) -> None:
             batch = lookup_hashes[start : start + 1000]
             client.delete(*(_response_key(alias, h) for h in batch))
     except Exception:
+        if strict:
+            raise
         logger.warning(
             "Could not drop %d deleted idempotency records from Redis; they are "
             "replayed from Redis until their expiry",
