@@ -269,9 +269,7 @@ def _redis_settings(location, prefix):
 
 
 def cached_responses(client, prefix, lookup_hashes):
-    return {
-        h for h in lookup_hashes if client.exists(f"{prefix}:1:idempotency:response:{h}")
-    }
+    return {h for h in lookup_hashes if client.exists(f"{prefix}:1:idempotency:response:{h}")}
 
 
 @needs_redis
