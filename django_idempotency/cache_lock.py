@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import caches
@@ -94,16 +94,23 @@ def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
 
 
 def _encode(fingerprint: str, stored: StoredResponse) -> bytes:
-    head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id])
+    expires = None if stored.expires_at is None else stored.expires_at.isoformat()
+    head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id, expires])
     # JSON never contains a raw NUL, so it separates the head from the body.
     return head.encode() + b"\0" + stored.body
 
 
 def _decode(raw: bytes) -> tuple[str, StoredResponse]:
     head, _, body = raw.partition(b"\0")
-    fingerprint, status, headers, request_id = json.loads(head)
+    # Entries cached by earlier versions have no expiry (4 fields).
+    fingerprint, status, headers, request_id, *rest = json.loads(head)
+    expires = rest[0] if rest else None
     return fingerprint, StoredResponse(
-        status=status, headers=[(n, v) for n, v in headers], body=body, request_id=request_id
+        status=status,
+        headers=[(n, v) for n, v in headers],
+        body=body,
+        request_id=request_id,
+        expires_at=None if expires is None else datetime.fromisoformat(expires),
     )
 
 
