@@ -373,8 +373,9 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     if not won:
         return None
     if existing.expired:
-        # Renewed by this UPDATE, which returns nothing on MySQL/MariaDB: the
-        # clock the row was read with is the one nearest before it.
+        # Renewed by this UPDATE, which MySQL/MariaDB cannot make return it
+        # (one path for all backends: a rare case): the database clock the
+        # row was read with is the one nearest before it.
         read_at = existing.now or datetime.now(UTC)
         expires_at: datetime | None = read_at + new.ttl
     else:

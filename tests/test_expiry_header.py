@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 from django.utils.http import parse_http_date
+from rest_framework.test import APIClient
 
 from django_idempotency import idempotent
 from django_idempotency.identity import lookup_hash
@@ -258,3 +259,21 @@ def test_rejects_an_unusable_header(options, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         idempotent(**options)
 
+
+@override_settings(ROOT_URLCONF="sample_project.urls")
+def test_the_sample_checkout_advertises_the_expiry():
+    guest = APIClient()
+    assert guest.get("/checkout/").status_code == 200  # starts the guest's session
+    payment = {"amount": 1250, "currency": "EUR"}
+
+    def pay():
+        return guest.post(
+            "/checkout/payments/", payment, format="json", HTTP_IDEMPOTENCY_KEY="basket-7"
+        )
+
+    first, replay = pay(), pay()
+
+    assert first.status_code == 201
+    assert advertised(first) == expiry_of("basket-7")
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers[HEADER] == first.headers[HEADER]
