@@ -61,8 +61,9 @@ class Claim:
     #: first request: callers cannot derive it from their own start time.
     fresh: bool = True
     #: The record's ``expires_at``: the database's value, or where no statement
-    #: returns it (MySQL; the renewal of an expired record) the clock reading
-    #: nearest before it plus ``ttl``, so never later than the real one.
+    #: returns it a clock read just before the statement plus ``ttl`` (MySQL:
+    #: this server's clock; the renewal of an expired record: the database's,
+    #: from the row just read), so not later than the real one while clocks agree.
     expires_at: datetime | None = None
 
 
