@@ -3,10 +3,11 @@
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["IdempotencyMixin", "idempotent"]
+__all__ = ["IdempotencyMixin", "erase", "idempotent"]
 
 if TYPE_CHECKING:
     from .decorators import idempotent
+    from .erasure import erase
     from .mixins import IdempotencyMixin
 
 
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from .mixins import IdempotencyMixin
 
         return IdempotencyMixin
+    if name == "erase":
+        from .erasure import erase
+
+        return erase
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,6 +35,7 @@ from .engine import (
     _store_or_release,
 )
 from .options import Options
+from .responses import advertise_first_expiry
 
 AsyncHandler = Callable[..., Awaitable[HttpResponseBase]]
 
@@ -123,7 +124,7 @@ def _complete(
         transaction.on_commit(lambda: after_commit(claim, stored), using=alias)
     else:
         after_commit(claim, stored)
-    return _with_request_id(attempt, response)
+    return _with_request_id(attempt, claim, response)
 
 
 async def _run_atomic(
@@ -182,7 +183,7 @@ async def _run_atomic(
             attempt, claim, exc, view_returned=True, in_caller=False, after_commit=after_commit
         )
     await sync_to_async(after_commit)(claim, stored)
-    return _with_request_id(attempt, response)
+    return _with_request_id(attempt, claim, response)
 
 
 def _transaction_state(alias: str) -> str | None:
@@ -195,8 +196,12 @@ def _transaction_state(alias: str) -> str | None:
     return None
 
 
-def _with_request_id(attempt: Attempt, response: HttpResponseBase) -> HttpResponseBase:
+def _with_request_id(
+    attempt: Attempt, claim: store.Claim, response: HttpResponseBase
+) -> HttpResponseBase:
+    """The headers the sync driver adds to a first answer, added the same way."""
     header = attempt.options.request_id_header
     if header:
         response[header] = attempt.request_id
+    advertise_first_expiry(response, attempt.options, claim.expires_at)
     return response

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import caches
@@ -95,7 +95,8 @@ def _client_and_keys(alias: str, lookup_hash: str) -> tuple[Any, str, str]:
 
 
 def _encode(lookup_hash: str, fingerprint: str, stored: StoredResponse) -> bytes:
-    head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id])
+    expires = None if stored.expires_at is None else stored.expires_at.isoformat()
+    head = json.dumps([fingerprint, stored.status, stored.headers, stored.request_id, expires])
     # JSON never contains a raw NUL, so it separates the head from the body.
     plain = head.encode() + b"\0" + stored.body
     ring = conf.get_settings().keyring
@@ -116,9 +117,15 @@ def _decode(lookup_hash: str, raw: bytes) -> tuple[str, StoredResponse]:
     else:
         plain = ring.open(raw, cache_aad(lookup_hash))
     head, _, body = plain.partition(b"\0")
-    fingerprint, status, headers, request_id = json.loads(head)
+    # Entries cached by earlier versions have no expiry (4 fields).
+    fingerprint, status, headers, request_id, *rest = json.loads(head)
+    expires = rest[0] if rest else None
     return fingerprint, StoredResponse(
-        status=status, headers=[(n, v) for n, v in headers], body=body, request_id=request_id
+        status=status,
+        headers=[(n, v) for n, v in headers],
+        body=body,
+        request_id=request_id,
+        expires_at=None if expires is None else datetime.fromisoformat(expires),
     )
 
 
@@ -244,9 +251,12 @@ def cache_and_unlock(
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
 
 
-def drop_responses(alias: str, lookup_hashes: list[str]) -> None:
+def drop_responses(alias: str, lookup_hashes: list[str], *, strict: bool = False) -> None:
     """Drop the cached responses of deleted records: the database is the
-    source of truth, and a deleted record lets the next retry run again."""
+    source of truth, and a deleted record lets the next retry run again.
+
+    ``strict`` raises when Redis cannot be reached (erasure must not report
+    success while Redis still holds the responses); otherwise it logs."""
     if not lookup_hashes:
         return
     try:
@@ -255,6 +265,8 @@ def drop_responses(alias: str, lookup_hashes: list[str]) -> None:
             batch = lookup_hashes[start : start + 1000]
             client.delete(*(_response_key(alias, h) for h in batch))
     except Exception:
+        if strict:
+            raise
         logger.warning(
             "Could not drop %d deleted idempotency records from Redis; they are "
             "replayed from Redis until their expiry",

@@ -48,12 +48,13 @@ def allow_headers(setting: Mapping[str, Any] | None = None) -> tuple[str, ...]:
 def expose_headers(setting: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """The response headers a cross-origin page needs to read.
 
-    The replay marker and the request id (unless the setting disables them)
-    and ``Retry-After``.
+    The replay marker and the request id (unless the setting disables them),
+    ``Retry-After``, and the expiry header if the setting names one.
     """
     names = (
         _header(setting, "replayed_header"),
         RETRY_AFTER,
         _header(setting, "request_id_header"),
+        _header(setting, "expiry_header"),
     )
     return tuple(name for name in names if name)

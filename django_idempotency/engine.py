@@ -38,7 +38,7 @@ from .identity import endpoint_of, fingerprints_of, lookup_hash, request_id_of, 
 from .keys import parse_key
 from .models import State
 from .options import OptionError, Options, validate_options
-from .responses import replay, storable_headers, unstorable_reason
+from .responses import advertise_first_expiry, replay, storable_headers, unstorable_reason
 
 logger = logging.getLogger("django_idempotency")
 
@@ -388,6 +388,7 @@ def _run(
 
     if options.request_id_header:
         response[options.request_id_header] = request_id
+    advertise_first_expiry(response, options, claim.expires_at)
     return response
 
 
@@ -500,6 +501,7 @@ def _store_or_release(
         headers=storable_headers(response, options),
         body=response.content,  # type: ignore[attr-defined]
         request_id=request_id,
+        expires_at=claim.expires_at,
     )
     if not store.complete(connection, claim, stored):
         raise _Fenced

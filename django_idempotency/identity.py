@@ -23,6 +23,12 @@ from .options import Options
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
+def user_scope(pk: Any) -> str:
+    """The default scope of the user whose primary key is ``pk`` (erasure
+    finds a user's records by it)."""
+    return f"user:{pk}"
+
+
 def default_scope(request: Request) -> str:
     """The authenticated user (as resolved by DRF); else the credential itself
     (API-key and client-credential schemes authenticate without a user).
@@ -32,7 +38,7 @@ def default_scope(request: Request) -> str:
     client's stored response to another and let anyone squat keys."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        return f"user:{user.pk}"
+        return user_scope(user.pk)
     auth = getattr(request, "auth", None)
     if auth is None:
         raise AnonymousKey()

@@ -249,6 +249,18 @@ def _replayed_header(options: Options) -> dict[str, dict[str, Any]]:
     }
 
 
+def _expiry_header(options: Options) -> dict[str, dict[str, Any]]:
+    if not options.expiry_header:
+        return {}
+    return {
+        options.expiry_header: {
+            "description": "When the key expires (an HTTP date): until then a retry with "
+            "it is answered from the stored response. On stored responses and replays.",
+            "schema": {"type": "string"},
+        }
+    }
+
+
 def _retry_after_header(codes: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {
         "Retry-After": {
@@ -330,7 +342,11 @@ def document(operation: dict[str, Any], options: Options, registry: ComponentReg
 
     responses: dict[str, Any] = operation.setdefault("responses", {})
     view_statuses = list(responses)
-    view_headers = {**_replayed_header(options), **_request_id_header(options)}
+    view_headers = {
+        **_replayed_header(options),
+        **_request_id_header(options),
+        **_expiry_header(options),
+    }
     for status in view_statuses:
         _add_headers(responses[status], view_headers)
 

@@ -32,6 +32,7 @@ class IdempotencyOptions(TypedDict, total=False):
     replay_status: int | None
     replayed_header: str | None
     request_id_header: str | None
+    expiry_header: str | None
     mismatch_status: int
     store_server_errors: bool
     max_response_bytes: int

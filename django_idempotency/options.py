@@ -240,6 +240,14 @@ SPECS: tuple[OptionSpec, ...] = (
         "carries the original request's id. None disables it.",
     ),
     OptionSpec(
+        "expiry_header",
+        None,
+        _optional_header,
+        "Header carrying the key's expiry as an HTTP date (for example "
+        "``Idempotency-Key-Expires``) on the first and replayed responses to a keyed "
+        "request: until then a retry is answered from the record. None disables it.",
+    ),
+    OptionSpec(
         "mismatch_status",
         422,
         _status(400, 499),
@@ -294,6 +302,7 @@ class Options:
     replay_status: int | None
     replayed_header: str | None
     request_id_header: str | None
+    expiry_header: str | None
     mismatch_status: int
     store_server_errors: bool
     max_response_bytes: int
@@ -347,4 +356,9 @@ def combine(*layers: Mapping[str, Any]) -> Options:
         other = getattr(options, name)
         if other and other.lower() == options.header.lower():
             raise OptionError(f"'{name}' must differ from 'header'")
+    if options.expiry_header:
+        for name in ("header", "replayed_header", "request_id_header"):
+            other = getattr(options, name)
+            if other and other.lower() == options.expiry_header.lower():
+                raise OptionError(f"'expiry_header' must differ from '{name}'")
     return options

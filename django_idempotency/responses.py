@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils.http import http_date
 
 from .options import Options
 from .store import StoredResponse
@@ -37,7 +40,7 @@ _NEVER_STORED_PREFIXES = ("x-ratelimit-", "ratelimit-", "x-rate-limit-")
 
 def storable_headers(response: HttpResponseBase, options: Options) -> list[tuple[str, str]]:
     skip = set(_NEVER_STORED)
-    for header in (options.replayed_header, options.request_id_header):
+    for header in (options.replayed_header, options.request_id_header, options.expiry_header):
         if header:
             skip.add(header.lower())
     return [
@@ -64,4 +67,24 @@ def replay(stored: StoredResponse, options: Options) -> HttpResponse:
         response[name] = value
     if options.replayed_header:
         response[options.replayed_header] = "true"
+    advertise_expiry(response, options, stored.expires_at)
     return response
+
+
+def advertise_expiry(
+    response: HttpResponseBase, options: Options, expires_at: datetime | None
+) -> None:
+    """Set ``expiry_header`` to ``expires_at`` as an HTTP date. The date has
+    whole seconds and is rounded down, so a client is never told it may
+    retry later than the record lives."""
+    if options.expiry_header and expires_at is not None:
+        response[options.expiry_header] = http_date(int(expires_at.timestamp()))
+
+
+def advertise_first_expiry(
+    response: HttpResponseBase, options: Options, expires_at: datetime | None
+) -> None:
+    """The first response: its expiry only when it is stored (an unstored
+    answer released its key, so a retry runs again)."""
+    if options.expiry_header and unstorable_reason(response, options) is None:
+        advertise_expiry(response, options, expires_at)

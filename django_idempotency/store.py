@@ -8,6 +8,10 @@ Statements per request (transaction control not counted):
 - replay, mismatch, in progress: one statement on PostgreSQL (INSERT ... ON
   CONFLICT DO NOTHING and the SELECT of the existing row in one CTE), two on
   SQLite and MySQL/MariaDB (the INSERT, then the SELECT).
+
+The claim learns the record's ``expires_at`` from its own statement where the
+database can return it (PostgreSQL; SQLite 3.35+ and MariaDB 10.5+ with
+``RETURNING``), so advertising the expiry costs no statement.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError
@@ -64,6 +68,11 @@ class Claim:
     fresh: bool = True
     #: Binds a sealed response to this record (ENCRYPTION_KEYS).
     lookup_hash: str = ""
+    #: The record's ``expires_at``: the database's value, or where no statement
+    #: returns it a clock read just before the statement plus ``ttl`` (MySQL:
+    #: this server's clock; the renewal of an expired record: the database's,
+    #: from the row just read), so not later than the real one while clocks agree.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ class Existing:
     abandoned: bool
     #: Opens a sealed response (ENCRYPTION_KEYS).
     lookup_hash: str = ""
+    expires_at: datetime | None = None
+    #: The database's clock when the row was read.
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,9 @@ class StoredResponse:
     headers: list[tuple[str, str]]
     body: bytes
     request_id: str
+    #: When the record expires (None: unknown, e.g. an entry Redis cached
+    #: before this was recorded).
+    expires_at: datetime | None = None
 
 
 class Dialect:
@@ -183,7 +198,8 @@ def _select_columns(d: Dialect, fingerprints: int) -> str:
     return (
         f"{q('state')}, {same}, {q('token')}, {q('request_id')}, {q('response_status')}, "
         f"{q('response_headers')}, CASE WHEN {same} THEN {q('response_body')} END, "
-        f"{q('expires_at')} <= {d.now}, {q('locked_until')} <= {d.now}"
+        f"{q('expires_at')} <= {d.now}, {q('locked_until')} <= {d.now}, "
+        f"{q('expires_at')}, {d.now}"
     )
 
 
@@ -201,7 +217,20 @@ def _existing(row: Sequence[Any], lookup_hash: str) -> Existing:
         expired=bool(row[8]),
         abandoned=bool(row[9]),
         lookup_hash=lookup_hash,
+        expires_at=_as_datetime(row[10]),
+        now=_as_datetime(row[11]),
     )
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A timestamp as a raw cursor returns it (SQLite: text; MySQL: naive)
+    as an aware datetime. Every timestamp the engine writes is UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def storable(new: NewRecord) -> bool:
@@ -236,6 +265,11 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     by_hash = f"{d.qn('lookup_hash')} = %s"
     select = f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {by_hash}"
     select_params = [*fingerprints, *fingerprints, new.lookup_hash]
+    returning = f" RETURNING {d.qn('id')}, {d.qn('expires_at')}"
+    can_return = bool(connection.features.can_return_columns_from_insert)
+    # Read before the statement: where the database cannot return the expiry,
+    # this is the best estimate that is never later than the real one.
+    estimate = datetime.now(UTC) + new.ttl
     with connection.cursor() as cursor:
         if d.vendor == "postgresql":
             # One round trip: the SELECT branch returns the existing row when the
@@ -245,10 +279,10 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             # snapshot can also miss a row committed while the statement ran;
             # the plain SELECT below catches that rare case.
             cursor.execute(
-                f"WITH ins AS ({insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING "
-                f"RETURNING {d.qn('id')}) "
-                "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE "
-                f"FROM ins UNION ALL SELECT {d.qn('id')}, FALSE, {columns} "
+                f"WITH ins AS ({insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING"
+                f"{returning}) "
+                "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE, "
+                f"expires_at, NULL FROM ins UNION ALL SELECT {d.qn('id')}, FALSE, {columns} "
                 f"FROM {d.table} WHERE {by_hash}",
                 [*params, *select_params],
             )
@@ -257,21 +291,51 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             # deleted after the snapshot was taken: then the claim is ours.
             for row in rows:
                 if row[1]:
-                    return Claim(row[0], token, lookup_hash=new.lookup_hash)
+                    return Claim(
+                        row[0],
+                        token,
+                        lookup_hash=new.lookup_hash,
+                        expires_at=_as_datetime(row[11]),
+                    )
             if rows:
                 return _existing((rows[0][0], *rows[0][2:]), new.lookup_hash)
         elif d.vendor == "sqlite":
-            cursor.execute(f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING", params)
-            if cursor.rowcount == 1:
-                return Claim(_lastrowid(cursor), token, lookup_hash=new.lookup_hash)
+            upsert = f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING"
+            if can_return:
+                cursor.execute(upsert + returning, params)
+                # Fetched to the end: SQLite finishes the statement only then.
+                returned = cursor.fetchall()
+                if returned:
+                    return Claim(
+                        returned[0][0],
+                        token,
+                        lookup_hash=new.lookup_hash,
+                        expires_at=_as_datetime(returned[0][1]),
+                    )
+            else:
+                cursor.execute(upsert, params)
+                if cursor.rowcount == 1:
+                    return Claim(
+                        _lastrowid(cursor), token, lookup_hash=new.lookup_hash, expires_at=estimate
+                    )
         else:
             try:
-                cursor.execute(insert, params)
+                cursor.execute(insert + returning if can_return else insert, params)
             except IntegrityError as exc:
                 if getattr(exc.__cause__, "args", (None,))[0] != _MYSQL_DUPLICATE_ENTRY:
                     raise
             else:
-                return Claim(_lastrowid(cursor), token, lookup_hash=new.lookup_hash)
+                if can_return:
+                    returned_row = cursor.fetchone()
+                    return Claim(
+                        returned_row[0],
+                        token,
+                        lookup_hash=new.lookup_hash,
+                        expires_at=_as_datetime(returned_row[1]),
+                    )
+                return Claim(
+                    _lastrowid(cursor), token, lookup_hash=new.lookup_hash, expires_at=estimate
+                )
         cursor.execute(select, select_params)
         row = cursor.fetchone()
     return None if row is None else _existing(row, new.lookup_hash)
@@ -339,7 +403,21 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
         won = cursor.rowcount == 1
     if not won:
         return None
-    return Claim(existing.record_id, token, fresh=existing.expired, lookup_hash=new.lookup_hash)
+    if existing.expired:
+        # Renewed by this UPDATE, which MySQL/MariaDB cannot make return it
+        # (one path for all backends: a rare case): the database clock the
+        # row was read with is the one nearest before it.
+        read_at = existing.now or datetime.now(UTC)
+        expires_at: datetime | None = read_at + new.ttl
+    else:
+        expires_at = existing.expires_at  # a takeover keeps the first request's expiry
+    return Claim(
+        existing.record_id,
+        token,
+        fresh=existing.expired,
+        lookup_hash=new.lookup_hash,
+        expires_at=expires_at,
+    )
 
 
 def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
@@ -411,4 +489,5 @@ def stored_response(existing: Existing) -> StoredResponse:
         headers=headers,
         body=body or b"",
         request_id=existing.request_id,
+        expires_at=existing.expires_at,
     )

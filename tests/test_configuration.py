@@ -371,6 +371,7 @@ ISSUE_OPTION_NAMES = {
     "replay_status",
     "replayed_header",
     "request_id_header",
+    "expiry_header",  # issue 12 item 3
     "mismatch_status",
     "store_server_errors",
     "max_response_bytes",

@@ -62,3 +62,9 @@ def test_the_recipe_configures_what_the_browser_test_proves():
         assert recipe[name] == getattr(sample, name), name
     assert recipe["CSRF_TRUSTED_ORIGINS"] == recipe["CORS_ALLOWED_ORIGINS"]
     assert recipe["MIDDLEWARE"][0] == "corsheaders.middleware.CorsMiddleware"
+
+
+def test_the_expiry_header_is_exposed_when_the_setting_names_it():
+    setting = {"EXPIRY_HEADER": "Idempotency-Key-Expires"}
+
+    assert cors.expose_headers(setting) == (*cors.expose_headers(), "idempotency-key-expires")

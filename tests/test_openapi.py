@@ -294,6 +294,18 @@ def test_the_views_own_responses_document_the_replay_and_request_id_headers(
         assert "X-Request-Id" in headers
 
 
+def test_an_expiry_header_is_documented_on_the_views_own_responses(schema):
+    # The checkout sets expiry_header; the other groups do not.
+    responses = _operation(schema, "post", "/checkout/payments/")["responses"]
+    successes = [status for status in responses if status.startswith("2")]
+    assert successes
+    for status in successes:
+        header = responses[status]["headers"]["Idempotency-Key-Expires"]
+        assert header["schema"] == {"type": "string"}
+    others = _operation(schema, "post", "/ietf/payments/")["responses"]["201"]["headers"]
+    assert "Idempotency-Key-Expires" not in others
+
+
 def test_stannp_documents_its_replays_under_409(schema):
     replay = _operation(schema, "POST", "/stannp/letters/")["responses"]["409"]
     assert "Idempotent-Replayed" in replay["headers"]

@@ -1,7 +1,9 @@
-"""``manage.py purge_idempotency_records``: the purge, for cron and timers.
+"""``manage.py purge_idempotency_records``: the purge, for cron and timers;
+with ``--scope`` or ``--user``, the erasure of one caller's records.
 
 Exit status: 0 when the purge ran (even if nothing was due), 1 with a message
-on stderr when it could not run (bad option, unknown alias, database error).
+on stderr when it could not run (bad option, unknown alias, database error,
+Redis unreachable during an erasure).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils.connection import ConnectionDoesNotExist
 
+from django_idempotency.erasure import ErasureIncomplete, ErasureResult, erase, scope_for_user
 from django_idempotency.purge import DEFAULT_BATCH_SIZE, batches_text, parse_age, purge
 
 
@@ -42,7 +45,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--older-than",
-            default="0s",
+            default=None,
             metavar="AGE",
             help="Extra margin past expiry before a record is deleted, e.g. 7d, 12h, 30m.",
         )
@@ -52,20 +55,51 @@ class Command(BaseCommand):
             metavar="ALIAS",
             help='Database alias holding the records (default: IDEMPOTENCY["DATABASE"]).',
         )
+        parser.add_argument(
+            "--scope",
+            default=None,
+            metavar="SCOPE",
+            help="Erase every record of this scope (live ones too), e.g. for a "
+            "data-protection request; nothing else is purged.",
+        )
+        parser.add_argument(
+            "--user",
+            default=None,
+            metavar="ID",
+            help="Erase every record of the user with this primary key (the default scope).",
+        )
+        parser.add_argument(
+            "--include-in-progress",
+            action="store_true",
+            help="With --scope/--user: also delete records whose request may still be "
+            "running (a retry could then run the operation again).",
+        )
 
     def handle(
         self,
         *,
         batch_size: int,
         dry_run: bool,
-        older_than: str | timedelta,
+        older_than: str | timedelta | None,
         database: str | None,
         verbosity: int,
+        scope: str | None = None,
+        user: str | None = None,
+        include_in_progress: bool = False,
         **options: Any,
     ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be a positive number")
-        if isinstance(older_than, str):
+        if scope is not None or user is not None:
+            if older_than is not None:
+                raise CommandError("--older-than cannot be combined with --scope or --user")
+            self._erase(scope, user, include_in_progress, batch_size, dry_run, database, verbosity)
+            return
+        if include_in_progress:
+            raise CommandError("--include-in-progress needs --scope or --user")
+        if older_than is None:
+            older_than = timedelta()
+        elif isinstance(older_than, str):
             try:
                 older_than = parse_age(older_than)
             except ValueError as exc:
@@ -102,3 +136,62 @@ class Command(BaseCommand):
                     f"in {result.seconds:.2f}s, {batches_text(result.batches)}."
                 )
             )
+
+    def _erase(
+        self,
+        scope: str | None,
+        user: str | None,
+        include_in_progress: bool,
+        batch_size: int,
+        dry_run: bool,
+        database: str | None,
+        verbosity: int,
+    ) -> None:
+        if scope is not None and user is not None:
+            raise CommandError("give --scope or --user, not both")
+        try:
+            if user is not None:
+                scope = scope_for_user(user)
+            if not scope:
+                raise ValueError("must not be empty")
+        except ValueError as exc:
+            raise CommandError(f"--{'user' if user is not None else 'scope'}: {exc}") from None
+        try:
+            result = erase(
+                scope=scope,
+                include_in_progress=include_in_progress,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                database=database,
+            )
+        except ConnectionDoesNotExist as exc:
+            raise CommandError(f"Unknown database alias: {exc}") from None
+        except DatabaseError as exc:
+            raise CommandError(f"Erasure failed: {exc}") from None
+        except ErasureIncomplete as exc:
+            raise CommandError(f"Erasure incomplete, run it again: {exc}") from None
+
+        if verbosity == 0:
+            return
+        self.stdout.write(self._erasure_summary(result))
+        if result.kept_in_progress:
+            # stderr: a script that checks only the exit status still shows
+            # its operator that the erasure is not complete yet.
+            self.stderr.write(
+                self.style.WARNING(
+                    f"Kept {result.kept_in_progress} in-progress idempotency records of "
+                    f"scope {result.scope!r}: their requests may still be running. Run again "
+                    "once they finish (after lock_timeout), or pass --include-in-progress."
+                )
+            )
+
+    def _erasure_summary(self, result: ErasureResult) -> str:
+        if result.dry_run:
+            return (
+                f"Would delete {result.deleted} idempotency records of scope "
+                f"{result.scope!r}; counted in {result.seconds:.2f}s."
+            )
+        return self.style.SUCCESS(
+            f"Deleted {result.deleted} idempotency records of scope {result.scope!r} "
+            f"in {result.seconds:.2f}s, {batches_text(result.batches)}."
+        )

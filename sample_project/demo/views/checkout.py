@@ -31,7 +31,12 @@ from django_idempotency.scopes import user_or_session
 from ..auth import CsrfCheckedSessionAuthentication
 from ..models import CheckoutPayment
 
-OPTIONS: dict[str, Any] = {"scope": user_or_session, "required": True}
+OPTIONS: dict[str, Any] = {
+    "scope": user_or_session,
+    "required": True,
+    # Tells the page until when a retry of a lost answer is still safe.
+    "expiry_header": "Idempotency-Key-Expires",
+}
 
 #: How long the card network takes to authorise a payment: long enough for a
 #: double click's second request to arrive while the first is still running.
