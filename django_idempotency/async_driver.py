@@ -9,6 +9,7 @@ one connection. The view itself runs on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,7 +60,7 @@ async def handle_async(
     attempt = started
     front = _redis_front(attempt)
     if front is not None:
-        fast = await sync_to_async(front.check)(store.new_token())
+        fast = await _check_even_if_cancelled(front)
         if fast is not None:
             stored = fast.response if isinstance(fast, cache_lock.Cached) else None
             return await sync_to_async(_answer)(
@@ -67,7 +68,7 @@ async def handle_async(
             )
     handed_over = False
     try:
-        outcome = await sync_to_async(_claim_or_problem)(attempt)
+        outcome = await _claim_even_if_cancelled(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
@@ -85,6 +86,39 @@ async def handle_async(
     finally:
         if front is not None and not handed_over:
             await sync_to_async(front.forget)()
+
+
+async def _claim_even_if_cancelled(
+    attempt: Attempt,
+) -> store.Claim | store.Existing | HttpResponseBase:
+    """The claim, awaited so that a cancellation (the client went away:
+    Django cancels the request) cannot leave it behind.
+
+    The claim runs in a thread, which a cancellation does not stop: without
+    this the claim would be committed for a request that never runs, and
+    every retry would get 409 until lock_timeout.
+    """
+    claiming = asyncio.ensure_future(sync_to_async(_claim_or_problem)(attempt))
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        outcome = await claiming
+        if isinstance(outcome, store.Claim):
+            await sync_to_async(_release_quietly)(attempt.alias, outcome)
+        raise
+
+
+async def _check_even_if_cancelled(
+    front: cache_lock.RedisFront,
+) -> cache_lock.Held | cache_lock.Cached | None:
+    """The Redis check, whose lock a cancellation must not leave behind either."""
+    checking = asyncio.ensure_future(sync_to_async(front.check)(store.new_token()))
+    try:
+        return await asyncio.shield(checking)
+    except asyncio.CancelledError:
+        await checking
+        await sync_to_async(front.forget)()
+        raise
 
 
 async def _run(

@@ -322,3 +322,35 @@ def test_a_record_sealed_under_a_removed_key_is_a_clear_answer_not_a_rerun():
     assert retry.status_code == 500
     assert retry.json()["code"] == "idempotency_record_unreadable"
     assert Payment.objects.count() == 1
+
+
+def test_a_request_cancelled_while_claiming_leaves_no_claim_behind():
+    # Django cancels a request whose client went away; the claim's statement
+    # runs in a thread and completes anyway: it must be released again.
+    claiming = threading.Event()
+
+    def slow_claim(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("INSERT", "WITH")) and "idempotency" in sql:
+            claiming.set()
+            time.sleep(0.3)
+        return execute(sql, params, many, context)
+
+    async def cancel_while_claiming():
+        client = AsyncClient()
+        task = asyncio.ensure_future(
+            client.post(
+                "/async/function/", {"amount": 10}, content_type="application/json",
+                headers={"X-Api-Key": CLIENT_API_KEY, "Idempotency-Key": "k-gone"},
+            )  # fmt: skip
+        )
+        while not claiming.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with connection.execute_wrapper(slow_claim):
+        async_to_sync(cancel_while_claiming)()
+    assert not IdempotencyRecord.objects.filter(key="k-gone").exists()
+    assert Payment.objects.count() == 0
+    assert apost("/async/function/", "k-gone").status_code == 201  # the retry runs at once
