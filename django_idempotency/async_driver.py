@@ -10,6 +10,7 @@ one connection. The view itself runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -77,10 +78,8 @@ async def handle_async(
         def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
             _after_commit(attempt, front, claim, stored)
 
-        if options.atomic:
-            response = await _run_atomic(attempt, outcome, handler, args, kwargs, after_commit)
-        else:
-            response = await _run(attempt, outcome, handler, args, kwargs, after_commit)
+        run = _run_atomic if options.atomic else _run
+        response = await _to_the_end(run(attempt, outcome, handler, args, kwargs, after_commit))
         handed_over = True
         return response
     finally:
@@ -105,6 +104,26 @@ async def _claim_even_if_cancelled(
         outcome = await claiming
         if isinstance(outcome, store.Claim):
             await sync_to_async(_release_quietly)(attempt.alias, outcome)
+        raise
+
+
+async def _to_the_end(run: Awaitable[HttpResponseBase]) -> HttpResponseBase:
+    """Run the view and store its answer even if the request is cancelled.
+
+    Django cancels an async view when its client goes away, which is exactly
+    when that client retries. A sync view runs to the end regardless and its
+    answer is stored, so the retry gets the replay; cancelling the view
+    halfway instead would leave some of its effects done and the key free,
+    and the retry would run it a second time. So the view runs on, shielded,
+    and the cancellation goes on once its answer is stored.
+    """
+    running = asyncio.ensure_future(run)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        # The view's own failure was handled (the key released) by _run, as ever.
+        with contextlib.suppress(Exception):
+            await running
         raise
 
 

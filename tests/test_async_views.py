@@ -354,3 +354,29 @@ def test_a_request_cancelled_while_claiming_leaves_no_claim_behind():
     assert not IdempotencyRecord.objects.filter(key="k-gone").exists()
     assert Payment.objects.count() == 0
     assert apost("/async/function/", "k-gone").status_code == 201  # the retry runs at once
+
+
+@pytest.mark.parametrize("url", ["/async/function/", "/async/atomic/"])
+def test_a_client_that_goes_away_mid_view_gets_the_replay_when_it_retries(url):
+    # Django cancels an async view when its client disconnects. The view has
+    # written already; cancelling it there and freeing the key would let the
+    # retry write again. Like a sync view, it runs to the end and is stored.
+    async def disconnect_mid_view():
+        client = AsyncClient()
+        task = asyncio.ensure_future(
+            client.post(
+                url + "?sleep=0.4", {"amount": 10}, content_type="application/json",
+                headers={"X-Api-Key": CLIENT_API_KEY, "Idempotency-Key": "k-left"},
+            )  # fmt: skip
+        )
+        await asyncio.sleep(0.2)  # inside the view, its payment written
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async_to_sync(disconnect_mid_view)()
+    assert IdempotencyRecord.objects.get(key="k-left").state == State.COMPLETED
+    retry = apost(url + "?sleep=0.4", "k-left")  # the same request: the query is part of it
+    assert retry.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert Payment.objects.count() == 1
