@@ -167,11 +167,23 @@ def open_record(
     (also when encryption was turned off since it was written).
     """
     if headers != SEALED_HEADERS:
-        return [(n, v) for n, v in json.loads(headers or "[]")], body
+        return _pairs(headers or "[]"), body
     if body is None:
         raise Unreadable("sealed record without its body")
     if ring is None:
         raise Unreadable("sealed, and ENCRYPTION_KEYS is empty", bytes(body[1:5]).hex())
     plaintext = ring.open(bytes(body), _record_aad(lookup_hash, status))
     head, _, content = plaintext.partition(b"\0")
-    return [(n, v) for n, v in json.loads(head)], content
+    return _pairs(head), content
+
+
+def _pairs(headers: str | bytes) -> list[tuple[str, str]]:
+    """The stored headers; Unreadable if the column holds anything else (it
+    was altered): never a 500 traceback, never a replay of garbage."""
+    try:
+        pairs = [(name, value) for name, value in json.loads(headers)]
+    except (ValueError, TypeError) as exc:
+        raise Unreadable(f"the stored headers are not a JSON list of pairs ({exc})") from None
+    if not all(isinstance(name, str) and isinstance(value, str) for name, value in pairs):
+        raise Unreadable("the stored headers are not a JSON list of string pairs")
+    return pairs

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -28,17 +29,21 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from . import conf, engine
+from .encryption import Unreadable
 from .exceptions import (
     PROBLEM_CONTENT_TYPE,
     AnonymousKey,
     IdempotencyError,
     KeyInvalid,
     KeyUnknown,
+    RecordUnreadable,
 )
 from .identity import lookup_hash, scope_of
 from .keys import parse_key
 from .models import IdempotencyRecord, State
 from .option_types import IdempotencyOptions
+
+logger = logging.getLogger("django_idempotency")
 
 __all__ = ["EXPIRED", "OUTCOME_SCHEMA", "OutcomeLookupView", "find_record", "outcome"]
 
@@ -111,10 +116,10 @@ def find_record(
 
 
 def _body(record: IdempotencyRecord) -> dict[str, Any]:
-    raw = bytes(record.response_body or b"")
-    content_type = next(
-        (value for name, value in record.headers if name.lower() == "content-type"), None
-    )
+    # Decrypted as a replay would be (encryption.Unreadable if it cannot be).
+    headers, body = record.opened_response()
+    raw = bytes(body or b"")
+    content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
     try:
         return {"content_type": content_type, "body": raw.decode(), "body_encoding": "utf-8"}
     except UnicodeDecodeError:
@@ -302,7 +307,14 @@ class OutcomeLookupView(APIView):
         record = find_record(scope, parsed, endpoints, with_body=with_body)
         if record is None:
             return _problem(KeyUnknown())
-        return _not_cached(Response(outcome(record, parsed, with_body=with_body)))
+        try:
+            document = outcome(record, parsed, with_body=with_body)
+        except Unreadable as exc:
+            logger.error(
+                "Idempotency record %s cannot be decrypted for a look-up: %s", record.pk, exc
+            )
+            return _problem(RecordUnreadable())
+        return _not_cached(Response(document))
 
 
 OutcomeLookupView._view_options = engine.ViewOptions(OutcomeLookupView.idempotency_options)

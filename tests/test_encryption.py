@@ -473,3 +473,43 @@ def test_the_sample_project_refuses_a_bad_key_in_its_environment(tmp_path):
 
     assert result.returncode != 0
     assert "django_idempotency.E008" in result.stderr
+
+
+# The outcome look-up and altered header columns -----------------------------------
+
+
+def _look_up(client, key):
+    return client.get(f"/idempotency/keys/{key}")
+
+
+@pytest.mark.urls("tests.test_outcome_lookup")
+def test_the_look_up_shows_the_decrypted_body(client):
+    with keys(NEW_KEY, LOOKUP_BODY=True):
+        first = pay(client, "k-lookup")
+        found = _look_up(client, "k-lookup")
+    assert found.status_code == 200
+    response = found.json()["response"]
+    assert response["body_encoding"] == "utf-8"
+    assert response["body"].encode() == first.content
+    assert response["content_type"] == first["Content-Type"]
+
+
+@pytest.mark.urls("tests.test_outcome_lookup")
+def test_the_look_up_of_a_record_no_key_opens_is_the_unreadable_problem(client):
+    with keys(OLD_KEY):
+        pay(client, "k-lookup-lost")
+    with keys(NEW_KEY, LOOKUP_BODY=True):
+        found = _look_up(client, "k-lookup-lost")
+    assert_problem(found, 500, "idempotency_record_unreadable")
+
+
+@pytest.mark.parametrize("value", ["garbage", '{"X": "1"}', '[["X", 1]]'])
+@pytest.mark.parametrize("encrypted", [True, False], ids=["sealed", "plain"])
+def test_an_altered_headers_column_is_unreadable_not_a_500_traceback(client, value, encrypted):
+    settings = keys(NEW_KEY) if encrypted else override_settings()
+    with settings:
+        pay(client, "k-headers")
+        raw_update("k-headers", "response_headers", value)
+        retry = pay(client, "k-headers")
+    assert_unreadable(retry)
+    assert Payment.objects.count() == 1
