@@ -161,15 +161,18 @@ _INSERT_COLUMNS = (
 )
 
 
-def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]:
-    lock_sql, lock_param = d.later(new.lock_timeout)
-    ttl_sql, ttl_param = d.later(new.ttl)
+def _insert_text(d: Dialect) -> str:
+    lock_sql, _ = d.later(timedelta())
+    ttl_sql, _ = d.later(timedelta())
     columns = ", ".join(d.qn(c) for c in _INSERT_COLUMNS)
-    sql = (
+    return (
         f"INSERT INTO {d.table} ({columns}) VALUES "
         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', {d.now}, {lock_sql}, {ttl_sql})"
     )
-    params = [
+
+
+def _insert_params(d: Dialect, new: NewRecord, token: str) -> list[Any]:
+    return [
         new.lookup_hash,
         new.key,
         new.scope[:_SCOPE_MAX],
@@ -180,10 +183,9 @@ def _insert_sql(d: Dialect, new: NewRecord, token: str) -> tuple[str, list[Any]]
         State.IN_PROGRESS.value,
         token,
         new.request_id,
-        lock_param,
-        ttl_param,
+        d.later(new.lock_timeout)[1],
+        d.later(new.ttl)[1],
     ]
-    return sql, params
 
 
 def _select_columns(d: Dialect, fingerprints: int) -> str:
@@ -255,17 +257,55 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+@dataclass(frozen=True)
+class _ClaimStatements:
+    """The claim's SQL for one vendor: the same text on every request (only
+    its parameters change), so it is built once per process."""
+
+    insert: str  # MySQL/MariaDB: fails on a duplicate
+    insert_returning: str
+    upsert: str  # SQLite: does nothing on a duplicate
+    upsert_returning: str
+    claim_or_fetch: str  # PostgreSQL: the INSERT and the SELECT in one statement
+    select: str
+
+
+_CLAIM_STATEMENTS: dict[tuple[str, int], _ClaimStatements] = {}
+
+
+def _claim_statements(d: Dialect, fingerprints: int) -> _ClaimStatements:
+    cache_key = (d.vendor, fingerprints)
+    statements = _CLAIM_STATEMENTS.get(cache_key)
+    if statements is None:
+        insert = _insert_text(d)
+        columns = _select_columns(d, fingerprints)
+        by_hash = f"{d.qn('lookup_hash')} = %s"
+        returning = f" RETURNING {d.qn('id')}, {d.qn('expires_at')}"
+        upsert = f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING"
+        statements = _CLAIM_STATEMENTS[cache_key] = _ClaimStatements(
+            insert=insert,
+            insert_returning=insert + returning,
+            upsert=upsert,
+            upsert_returning=upsert + returning,
+            claim_or_fetch=(
+                f"WITH ins AS ({upsert}{returning}) "
+                "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE, "
+                f"expires_at, NULL FROM ins UNION ALL SELECT {d.qn('id')}, FALSE, {columns} "
+                f"FROM {d.table} WHERE {by_hash}"
+            ),
+            select=f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {by_hash}",
+        )
+    return statements
+
+
 def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | Existing | None:
     """Claim the key, or return the row that holds it (None: it vanished meanwhile)."""
     d = Dialect(connection)
     token = new_token()
-    insert, params = _insert_sql(d, new, token)
+    params = _insert_params(d, new, token)
     fingerprints = new.fingerprints
-    columns = _select_columns(d, len(fingerprints))
-    by_hash = f"{d.qn('lookup_hash')} = %s"
-    select = f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {by_hash}"
+    sql = _claim_statements(d, len(fingerprints))
     select_params = [*fingerprints, *fingerprints, new.lookup_hash]
-    returning = f" RETURNING {d.qn('id')}, {d.qn('expires_at')}"
     can_return = bool(connection.features.can_return_columns_from_insert)
     # Read before the statement: where the database cannot return the expiry,
     # this is the best estimate that is never later than the real one.
@@ -278,14 +318,7 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             # snapshot, so it never sees the row the INSERT just added. That
             # snapshot can also miss a row committed while the statement ran;
             # the plain SELECT below catches that rare case.
-            cursor.execute(
-                f"WITH ins AS ({insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING"
-                f"{returning}) "
-                "SELECT id, TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL, FALSE, FALSE, "
-                f"expires_at, NULL FROM ins UNION ALL SELECT {d.qn('id')}, FALSE, {columns} "
-                f"FROM {d.table} WHERE {by_hash}",
-                [*params, *select_params],
-            )
+            cursor.execute(sql.claim_or_fetch, [*params, *select_params])
             rows = cursor.fetchall()
             # Both branches return a row only when our INSERT replaced a row
             # deleted after the snapshot was taken: then the claim is ours.
@@ -300,9 +333,8 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
             if rows:
                 return _existing((rows[0][0], *rows[0][2:]), new.lookup_hash)
         elif d.vendor == "sqlite":
-            upsert = f"{insert} ON CONFLICT ({d.qn('lookup_hash')}) DO NOTHING"
             if can_return:
-                cursor.execute(upsert + returning, params)
+                cursor.execute(sql.upsert_returning, params)
                 # Fetched to the end: SQLite finishes the statement only then.
                 returned = cursor.fetchall()
                 if returned:
@@ -313,14 +345,14 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
                         expires_at=_as_datetime(returned[0][1]),
                     )
             else:
-                cursor.execute(upsert, params)
+                cursor.execute(sql.upsert, params)
                 if cursor.rowcount == 1:
                     return Claim(
                         _lastrowid(cursor), token, lookup_hash=new.lookup_hash, expires_at=estimate
                     )
         else:
             try:
-                cursor.execute(insert + returning if can_return else insert, params)
+                cursor.execute(sql.insert_returning if can_return else sql.insert, params)
             except IntegrityError as exc:
                 if getattr(exc.__cause__, "args", (None,))[0] != _MYSQL_DUPLICATE_ENTRY:
                     raise
@@ -336,7 +368,7 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
                 return Claim(
                     _lastrowid(cursor), token, lookup_hash=new.lookup_hash, expires_at=estimate
                 )
-        cursor.execute(select, select_params)
+        cursor.execute(sql.select, select_params)
         row = cursor.fetchone()
     return None if row is None else _existing(row, new.lookup_hash)
 
