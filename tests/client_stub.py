@@ -68,7 +68,7 @@ def stub_server(*script: tuple[int, dict[str, str], bytes]) -> Iterator[Stub]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     stub = Stub(f"http://127.0.0.1:{server.server_address[1]}/", list(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield stub
