@@ -49,7 +49,7 @@ def stub_server(*script: tuple[int, dict[str, str], bytes]) -> Iterator[Stub]:
                 body = self.rfile.read(length)
             with lock:
                 stub.received.append(
-                    Received(self.command, {k: v for k, v in self.headers.items()}, body)
+                    Received(self.command, dict(self.headers.items()), body)
                 )
                 index = min(len(stub.received), len(stub.script)) - 1
             status, headers, content = stub.script[index]

@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,7 @@ def test_a_get_is_retried_without_a_key(kind, clock):
 
 def test_safe_methods_are_sent_once_when_so_configured(kind, clock):
     with stub_server((503, {}, b""), (200, {}, b"ok")) as stub:
-        status, _, report = send(kind, policy(clock, retry_safe_methods=False), "GET", stub.url)
+        status, _, _ = send(kind, policy(clock, retry_safe_methods=False), "GET", stub.url)
 
     assert status == 503 and len(stub.received) == 1
 
@@ -271,7 +271,7 @@ def test_a_streaming_body_is_sent_once_with_its_key(kind, clock):
 
 def test_requests_rewinds_a_file_body_before_a_retry(clock):
     with stub_server((503, {}, b""), CREATED) as stub:
-        status, _, report = send(
+        status, _, _ = send(
             "requests", policy(clock), "POST", stub.url, content=io.BytesIO(b"the whole file")
         )
 

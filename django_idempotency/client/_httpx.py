@@ -45,9 +45,7 @@ def _buffered(response: httpx.Response, raw: bytes) -> httpx.Response:
     )
 
 
-def _transport_options(
-    transport: Any, options: dict[str, Any], default: type[Any]
-) -> Any:
+def _transport_options(transport: Any, options: dict[str, Any], default: type[Any]) -> Any:
     if transport is not None and options:
         raise TypeError("pass either a transport or options for the default transport")
     return transport if transport is not None else default(**options)
@@ -101,7 +99,10 @@ class IdempotentTransport(httpx.BaseTransport):
 
 
 class AsyncIdempotentTransport(httpx.AsyncBaseTransport):
-    """Wraps ``httpx.AsyncHTTPTransport`` (or ``transport``): ``httpx.AsyncClient(transport=...)``."""
+    """Wraps ``httpx.AsyncHTTPTransport`` (or ``transport``).
+
+    Use it as ``httpx.AsyncClient(transport=AsyncIdempotentTransport(...))``.
+    """
 
     def __init__(
         self,

@@ -109,13 +109,13 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Full jitter: a uniform wait below a bound that doubles with each retry."""
-        bound = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        bound = min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
         return self.jitter() * bound
 
     def start(self, method: str, has_key: bool) -> Attempts:
         """The attempts of one request; says whether it needs a key first."""
         method = method.upper()
-        key_needed = not has_key and method in self.methods  # type: ignore[operator]
+        key_needed = not has_key and method in self.methods
         if has_key or key_needed:
             reason = None
         elif method in SAFE_METHODS:
@@ -176,17 +176,20 @@ class Attempts:
         """A 409 is retried only if its body says the first request is still running."""
         return status == 409 and self.report.not_retryable is None
 
-    def after_response(self, status: int, retry_after: str | None, body: bytes = b"") -> float | None:
+    def after_response(
+        self, status: int, retry_after: str | None, body: bytes = b""
+    ) -> float | None:
         """Seconds to wait before the next attempt, or None to return this response."""
         if status == 409:
             code = _problem_code(body)
             self.report.outcomes.append(f"409 {code}" if code else "409")
-            retry = code in self.policy.in_progress_codes  # type: ignore[operator]
+            retry = code is not None and code in self.policy.in_progress_codes
         else:
             self.report.outcomes.append(str(status))
-            retry = status in self.policy.retry_statuses  # type: ignore[operator]
+            retry = status in self.policy.retry_statuses
         if not retry:
-            return self._finish(None)
+            self._finish(None)
+            return None
         return self._next(f"status {self.report.outcomes[-1]}", parse_retry_after(retry_after))
 
     def after_error(self, error: BaseException) -> float | None:
@@ -204,21 +207,29 @@ class Attempts:
     def _next(self, what: str, retry_after: float | None) -> float | None:
         policy, report = self.policy, self.report
         if report.not_retryable is not None:
-            return self._finish(None)
+            self._finish(None)
+            return None
         if report.attempts >= policy.max_attempts:
-            return self._finish("max_attempts")
+            self._finish("max_attempts")
+            return None
         if retry_after is not None:
             # The server knows when it will be ready: waiting less is a wasted attempt.
             delay = min(retry_after, policy.max_delay)
         else:
             delay = policy.backoff(report.attempts)
-        if policy.deadline is not None:
-            if policy.clock() - self._started + delay > policy.deadline:
-                return self._finish("deadline")
+        if policy.deadline is not None and (
+            policy.clock() - self._started + delay > policy.deadline
+        ):
+            self._finish("deadline")
+            return None
         report.delays.append(delay)
         logger.info(
             "%s attempt %d (key %s) failed with %s; retrying in %.2f s",
-            report.method, report.attempts, report.key, what, delay,
+            report.method,
+            report.attempts,
+            report.key,
+            what,
+            delay,
         )
         return delay
 
@@ -228,7 +239,10 @@ class Attempts:
         if gave_up is not None:
             logger.warning(
                 "%s (key %s): giving up after %d attempt(s) (%s): %s",
-                self.report.method, self.report.key, self.report.attempts, gave_up,
+                self.report.method,
+                self.report.key,
+                self.report.attempts,
+                gave_up,
                 ", ".join(self.report.outcomes),
             )
         return None

@@ -82,7 +82,8 @@ def assert_each_ran_once(results: list[tuple[int, dict[str, Any], bool, Any]]) -
     keys = [report.key for *_, report in results]
     assert len(set(keys)) == len(keys) == OPERATIONS
     assert [status for status, *_ in results] == [201] * OPERATIONS
-    executions = Counter(Payment.objects.filter(reference__in=keys).values_list("reference", flat=True))
+    references = Payment.objects.filter(reference__in=keys).values_list("reference", flat=True)
+    executions = Counter(references)
     assert executions == dict.fromkeys(keys, 1)
     # The answer is the first execution's, replayed or not.
     for _, body, _, report in results:
