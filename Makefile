@@ -13,7 +13,7 @@ EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
 # Named after the extras: installing the MySQL library later reinstalls with mysqlclient.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help install demo demo-asgi demo-script test test-only test-fast lint typecheck check-migrations matrix compat bench bench-smoke docs clean
+.PHONY: help install demo demo-asgi demo-client demo-script test test-only test-fast lint typecheck check-migrations matrix compat bench bench-smoke docs clean
 
 help:
 	@echo "make demo    set up and start the sample project on http://127.0.0.1:8000/"
@@ -65,6 +65,9 @@ demo: $(STAMP)
 
 demo-asgi: $(STAMP)
 	$(MAKE) -C sample_project demo-asgi PYTHON=$(abspath $(BIN)/python)
+
+demo-client: $(STAMP)
+	$(MAKE) -C sample_project demo-client PYTHON=$(abspath $(BIN)/python)
 
 demo-script: $(STAMP)
 	$(MAKE) -C sample_project demo-script PYTHON=$(abspath $(BIN)/python)

@@ -691,6 +691,26 @@ def test_walkthrough_finds_every_behaviour_as_documented(sample_server):
     assert "NOT AS DOCUMENTED" not in text
 
 
+def test_the_retrying_client_makes_one_transfer_per_operation_through_timeouts(
+    sample_server, alice
+):
+    """``manage.py demo_client``: every first attempt times out (the transfer
+    takes longer than the client waits); retries with the same key get the
+    409 and then the replay, and each operation makes one transfer."""
+    Token.objects.get_or_create(user=alice)
+    out = io.StringIO()
+
+    call_command(
+        "demo_client", url=sample_server, transfers=2, delay=1.0, timeout=0.3, stdout=out
+    )
+
+    text = out.getvalue()
+    assert "2 transfers asked for, 2 made." in text
+    assert text.count("replayed: True") == 2
+    assert "ReadTimeout" in text
+    assert Transfer.objects.count() == 2
+
+
 class TestWithTheTestingHelpers:
     """The sample project tested the way docs/testing.md tells integrators to."""
 
