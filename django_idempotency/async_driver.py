@@ -9,6 +9,8 @@ one connection. The view itself runs on the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -95,7 +97,7 @@ async def _serve(
             )
     handed_over = False
     try:
-        outcome = await sync_to_async(_claim_or_problem)(attempt)
+        outcome = await _claim_even_if_cancelled(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
@@ -115,6 +117,40 @@ async def _serve(
     finally:
         if front is not None and not handed_over:
             await sync_to_async(front.forget)()
+
+
+async def _claim_even_if_cancelled(
+    attempt: Attempt,
+) -> store.Claim | store.Existing | HttpResponseBase:
+    """``_claim_or_problem``; a request cancelled (the client went away) while
+    the statement runs in the executor leaves no claim behind: the statement
+    finishes there anyway, and a claim it won is released."""
+    claiming = asyncio.ensure_future(sync_to_async(_claim_or_problem)(attempt))
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        claiming.add_done_callback(functools.partial(_release_orphan, attempt))
+        raise
+
+
+def _release_orphan(attempt: Attempt, claiming: asyncio.Future[Any]) -> None:
+    if claiming.cancelled() or claiming.exception() is not None:
+        return
+    claim = claiming.result()
+    if isinstance(claim, store.Claim):
+        alias = attempt.alias
+        # Not thread-sensitive: the request's own thread may be gone with it.
+        release = sync_to_async(_release_quietly, thread_sensitive=False)
+        _orphans.add(
+            asyncio.ensure_future(release(alias, claim, notify=_notifies(attempt.options, alias)))
+        )
+        for task in list(_orphans):
+            if task.done():
+                _orphans.discard(task)
+
+
+#: Releases still running: the loop keeps only weak references to tasks.
+_orphans: set[asyncio.Future[Any]] = set()
 
 
 async def _run(
