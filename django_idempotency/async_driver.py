@@ -36,6 +36,7 @@ from .engine import (
     _start,
     _store_after_view,
     _store_or_release,
+    still_running,
     waiting_pays,
 )
 from .options import Options
@@ -95,6 +96,13 @@ async def _serve(
             return await sync_to_async(_answer)(
                 attempt, same_request=fast.same_request, stored=stored
             )
+    elif (
+        waiter is not None
+        and waiter.paused
+        and waiter.may_wait()
+        and await sync_to_async(still_running)(attempt)
+    ):
+        return None
     handed_over = False
     try:
         outcome = await _claim_even_if_cancelled(attempt)

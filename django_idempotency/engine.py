@@ -144,6 +144,8 @@ def _serve(
             if stored is None and fast.same_request and waiter and waiter.may_wait():
                 return None
             return _answer(attempt, same_request=fast.same_request, stored=stored)
+    elif waiter is not None and waiter.paused and waiter.may_wait() and still_running(attempt):
+        return None
     handed_over = False  # once _run returns, it has seen to the Redis front
     try:
         outcome = _claim_or_problem(attempt)
@@ -166,6 +168,18 @@ def _serve(
     finally:
         if front is not None and not handed_over:
             front.forget()
+
+
+def still_running(attempt: Attempt) -> bool:
+    """A waiting duplicate's look after a pause: one SELECT, no write. True
+    while the same request still runs and may not be taken over; anything
+    else (or a failing read) goes through the claim, which decides."""
+    try:
+        connection, _ = claim_connection(attempt.alias)
+        found = store.fetch(connection, attempt.new)
+    except DatabaseError:
+        return False
+    return found is not None and waiting_pays(found) and not should_take_over(found)
 
 
 def _start(view: APIView, request: Request, options: Options) -> Attempt | HttpResponseBase | None:

@@ -342,6 +342,20 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     return None if row is None else _existing(row, new.lookup_hash)
 
 
+def fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Existing | None:
+    """The row that holds the key, read only (a waiting duplicate's look: no
+    write, so no lock, not even SQLite's one writer's)."""
+    d = Dialect(connection)
+    columns = _select_columns(d, len(new.fingerprints))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {d.qn('lookup_hash')} = %s",
+            [*new.fingerprints, *new.fingerprints, new.lookup_hash],
+        )
+        row = cursor.fetchone()
+    return None if row is None else _existing(row, new.lookup_hash)
+
+
 def _lastrowid(cursor: Any) -> int:
     rowid = cursor.lastrowid
     assert isinstance(rowid, int)

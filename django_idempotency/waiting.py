@@ -247,9 +247,15 @@ class Waiter:
         self.route = _route(records_alias)
         self._looked_at = time.monotonic()
         self._backoffs = 0
+        self._pauses = 0
 
     def looking(self) -> None:
         self._looked_at = time.monotonic()
+
+    @property
+    def paused(self) -> bool:
+        """Has it waited yet? Then a look starts with a read (``still_running``)."""
+        return self._backoffs > 0 or self._pauses > 0
 
     def may_wait(self) -> bool:
         return time.monotonic() < self.deadline
@@ -274,6 +280,7 @@ class Waiter:
         return channel if channel.listening_since is not None else None
 
     def pause(self) -> None:
+        self._pauses += 1
         channel = self._listening_channel()
         if channel is None:
             time.sleep(self._backoff())
@@ -288,6 +295,7 @@ class Waiter:
 
     async def apause(self) -> None:
         """``pause`` for the event loop: it never blocks it."""
+        self._pauses += 1
         channel = self._listening_channel()
         if channel is None:
             await asyncio.sleep(self._backoff())
