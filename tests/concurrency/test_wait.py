@@ -100,8 +100,9 @@ def test_duplicates_wait_for_the_first_request_and_get_its_answer(server_factory
     assert {r.headers["X-Request-Id"] for r in responses} == {original.headers["X-Request-Id"]}
     latest = max(t for _, t in results) - finished
     print(f"\n[{path} {env}] last duplicate answered {latest * 1000:.0f} ms after the first")
-    # SQLite (one writer, a development database) answers the last duplicates
-    # later on a loaded machine, for reasons not yet measured: a looser bound.
+    # SQLite with the Redis front sometimes answers the last duplicate about
+    # 1 s late (the once-a-second look, as if a publish went unheard); not yet
+    # explained, so SQLite, a development database, gets a looser bound.
     bound = LATEST if connection.vendor != "sqlite" else 2.0
     assert latest <= bound, f"a duplicate was answered {latest:.2f} s after the first"
     if connection.vendor == "postgresql" and "SERVER_LOCK" not in env:
