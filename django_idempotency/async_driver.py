@@ -20,7 +20,7 @@ from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from . import cache_lock, store
+from . import cache_lock, store, waiting
 from .connections import in_caller_transaction
 from .engine import (
     Attempt,
@@ -29,12 +29,15 @@ from .engine import (
     _answer_existing,
     _atomic_failure,
     _claim_or_problem,
+    _notifies,
     _redis_front,
     _release_quietly,
     _rendered,
     _start,
     _store_after_view,
     _store_or_release,
+    still_running,
+    waiting_pays,
 )
 from .options import Options
 from .responses import advertise_first_expiry
@@ -59,20 +62,55 @@ async def handle_async(
     if isinstance(started, HttpResponseBase):
         return started
     attempt = started
+    if not options.wait or not await sync_to_async(waiting.may_wait_on)(attempt.alias):
+        response = await _serve(attempt, handler, args, kwargs, None)
+        assert response is not None
+        return response
+    waiter = waiting.Waiter(options.wait, attempt.new.lookup_hash, attempt.alias)
+    while True:
+        response = await _serve(attempt, handler, args, kwargs, waiter)
+        if response is not None:
+            return response
+        # On the loop, not in the executor: a waiting duplicate blocks nothing.
+        await waiter.apause()
+
+
+async def _serve(
+    attempt: Attempt,
+    handler: AsyncHandler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    waiter: waiting.Waiter | None,
+) -> HttpResponseBase | None:
+    """``engine._serve``: one look at the key; None when ``waiter`` is to wait."""
+    options = attempt.options
+    if waiter is not None:
+        waiter.looking()
     front = _redis_front(attempt)
     if front is not None:
         fast = await _check_even_if_cancelled(front)
         if fast is not None:
             stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+            if stored is None and fast.same_request and waiter and waiter.may_wait():
+                return None
             return await sync_to_async(_answer)(
                 attempt, same_request=fast.same_request, stored=stored
             )
+    elif (
+        waiter is not None
+        and waiter.paused
+        and waiter.may_wait()
+        and await sync_to_async(still_running)(attempt)
+    ):
+        return None
     handed_over = False
     try:
         outcome = await _claim_even_if_cancelled(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
+            if waiter and waiting_pays(outcome) and waiter.may_wait():
+                return None
             return await sync_to_async(_answer_existing)(attempt, outcome)
 
         def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
@@ -103,7 +141,8 @@ async def _claim_even_if_cancelled(
     except asyncio.CancelledError:
         outcome = await claiming
         if isinstance(outcome, store.Claim):
-            await sync_to_async(_release_quietly)(attempt.alias, outcome)
+            notify = _notifies(attempt.options, attempt.alias)
+            await sync_to_async(_release_quietly)(attempt.alias, outcome, notify=notify)
         raise
 
 
@@ -153,7 +192,10 @@ async def _run(
     except BaseException:
         # Cancelled (the client went away, a timeout) counts too: the
         # operation did not complete, so a retry may run it.
-        await sync_to_async(_release_quietly)(attempt.alias, claim)
+        alias = attempt.alias
+        await sync_to_async(_release_quietly)(
+            alias, claim, notify=_notifies(attempt.options, alias)
+        )
         raise
     return await sync_to_async(_complete)(attempt, claim, response, args, kwargs, after_commit)
 

@@ -24,6 +24,7 @@ from . import conf
 from .connections import in_caller_transaction
 from .encryption import Unreadable, cache_aad
 from .store import StoredResponse
+from .waiting import redis_channel
 
 # Imported here, never on the request path: threads of a cold worker racing to
 # import a module for the first time fail with "partially initialized module".
@@ -41,10 +42,12 @@ if cached then return {'R', cached} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'A'} end
 return {'L', redis.call('GET', KEYS[2]) or ''}
 """
-# Store the response and drop the lock, but only while the lock is still ours.
+# Store the response and drop the lock, but only while the lock is still ours;
+# with a channel (ARGV[4], option ``wait``) wake the duplicates waiting on it.
 _COMPLETE = """
 if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
 
@@ -143,8 +146,11 @@ class RedisFront:
         *,
         ttl: timedelta,
         lock_timeout: timedelta,
+        publish: bool = False,
     ) -> None:
         self.alias = alias
+        #: Tell waiting duplicates (option ``wait``) when the key is free or cached.
+        self.publish = publish
         self.lookup_hash = lookup_hash
         self.fingerprints = fingerprints
         self.ttl = ttl
@@ -179,6 +185,7 @@ class RedisFront:
             self.fingerprints[0],
             stored if cacheable else None,
             ttl_left if cacheable else self.ttl,
+            publish=self.publish,
         )
 
     def forget(self) -> None:
@@ -235,17 +242,18 @@ def cache_and_unlock(
     fingerprint: str,
     stored: StoredResponse | None,
     ttl: timedelta,
+    *,
+    publish: bool = False,
 ) -> None:
-    """Cache a stored response (after the database committed it) and/or drop our lock."""
+    """Cache a stored response (after the database committed it) and/or drop
+    our lock; ``publish`` tells the duplicates waiting for it."""
     try:
         client, response_key, lock_key = _client_and_keys(alias, lookup_hash)
         payload = _encode(lookup_hash, fingerprint, stored) if stored is not None else b""
-        _run_script(
-            client,
-            _COMPLETE,
-            [response_key, lock_key],
-            [lock_value or "", int(ttl.total_seconds() * 1000), payload],
-        )
+        args: list[Any] = [lock_value or "", int(ttl.total_seconds() * 1000), payload]
+        if publish:
+            args += [redis_channel(alias), lookup_hash]
+        _run_script(client, _COMPLETE, [response_key, lock_key], args)
     except Exception:
         # A lock left behind expires after lock_timeout; the database decides meanwhile.
         logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)

@@ -70,6 +70,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_idempotency.E003",
                 )
             )
+    listen = parsed.listen_database
+    if listen is not None and listen != parsed.database and listen not in databases:
+        messages.append(
+            Error(
+                f"IDEMPOTENCY['LISTEN_DATABASE'] is {listen!r}, which is not in DATABASES.",
+                hint=f"Use one of {sorted(databases)}, None (DATABASE) or False (no LISTEN).",
+                id="django_idempotency.E002",
+            )
+        )
     if parsed.lock == "cache":
         caches = getattr(settings, "CACHES", {})
         backend = caches.get(parsed.cache_alias, {}).get("BACKEND", "")

@@ -25,6 +25,8 @@ GLOBAL_DEFAULTS: Mapping[str, Any] = {
     "CACHE_ALIAS": "default",
     "LOOKUP_BODY": False,
     "ENCRYPTION_KEYS": (),
+    # Where waiting duplicates LISTEN (PostgreSQL): None is DATABASE, False backs off.
+    "LISTEN_DATABASE": None,
 }
 LOCK_CHOICES = ("database", "cache")
 
@@ -38,6 +40,8 @@ class AppSettings:
     lookup_body: bool = False  # the outcome look-up shows stored bodies
     #: Seals stored responses; None unless ENCRYPTION_KEYS lists keys.
     keyring: Keyring | None = None
+    #: The alias a waiting duplicate LISTENs on; None: no LISTEN, it backs off.
+    listen_database: str | None = None
 
 
 def parse_setting(raw: Any) -> AppSettings:
@@ -54,6 +58,15 @@ def parse_setting(raw: Any) -> AppSettings:
         raise OptionError(f"'LOCK' must be one of {LOCK_CHOICES}, not {globals_['LOCK']!r}")
     if not isinstance(globals_["LOOKUP_BODY"], bool):
         raise OptionError(f"'LOOKUP_BODY' must be True or False, not {globals_['LOOKUP_BODY']!r}")
+    listen = globals_["LISTEN_DATABASE"]
+    if listen is None:
+        listen = globals_["DATABASE"]
+    elif listen is False:
+        listen = None
+    elif not isinstance(listen, str) or not listen:
+        raise OptionError(
+            f"'LISTEN_DATABASE' must be a database alias string, None or False, not {listen!r}"
+        )
     keys = decode_keys(globals_["ENCRYPTION_KEYS"])
     view_raw = {k: v for k, v in raw.items() if k not in GLOBAL_DEFAULTS}
     view_defaults = validate_options(view_raw, upper=True, also_valid=GLOBAL_DEFAULTS)
@@ -65,6 +78,7 @@ def parse_setting(raw: Any) -> AppSettings:
         view_defaults=view_defaults,
         lookup_body=globals_["LOOKUP_BODY"],
         keyring=Keyring(keys) if keys else None,
+        listen_database=listen,
     )
 
 

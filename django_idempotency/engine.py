@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import cache_lock, conf, signals, store
+from . import cache_lock, conf, signals, store, waiting
 from .connections import claim_connection, in_caller_transaction, snapshot_isolation
 from .exceptions import (
     IdempotencyError,
@@ -112,18 +112,48 @@ def handle(
     if isinstance(started, HttpResponseBase):  # a key we refuse
         return started
     attempt = started
+    if not options.wait or not waiting.may_wait_on(attempt.alias):
+        response = _serve(attempt, handler, args, kwargs, None)
+        assert response is not None
+        return response
+    waiter = waiting.Waiter(options.wait, attempt.new.lookup_hash, attempt.alias)
+    while True:
+        response = _serve(attempt, handler, args, kwargs, waiter)
+        if response is not None:
+            return response
+        # In progress: wait between statements, holding no transaction or lock.
+        waiter.pause()
+
+
+def _serve(
+    attempt: Attempt,
+    handler: Handler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    waiter: waiting.Waiter | None,
+) -> HttpResponseBase | None:
+    """One look at the key: the answer, or None when ``waiter`` is to wait
+    for the request that holds it and look again."""
+    if waiter is not None:
+        waiter.looking()
     front = _redis_front(attempt)
     if front is not None:
         fast = front.check(store.new_token())
         if fast is not None:  # held or cached in Redis: the database is not asked
             stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+            if stored is None and fast.same_request and waiter and waiter.may_wait():
+                return None
             return _answer(attempt, same_request=fast.same_request, stored=stored)
+    elif waiter is not None and waiter.paused and waiter.may_wait() and still_running(attempt):
+        return None
     handed_over = False  # once _run returns, it has seen to the Redis front
     try:
         outcome = _claim_or_problem(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
+            if waiter and waiting_pays(outcome) and waiter.may_wait():
+                return None  # the finally drops a Redis lock we may have taken
             return _answer_existing(attempt, outcome)
         response = _run(
             attempt,
@@ -138,6 +168,18 @@ def handle(
     finally:
         if front is not None and not handed_over:
             front.forget()
+
+
+def still_running(attempt: Attempt) -> bool:
+    """A waiting duplicate's look after a pause: one SELECT, no write. True
+    while the same request still runs and may not be taken over; anything
+    else (or a failing read) goes through the claim, which decides."""
+    try:
+        connection, _ = claim_connection(attempt.alias)
+        found = store.fetch(connection, attempt.new)
+    except DatabaseError:
+        return False
+    return found is not None and waiting_pays(found) and not should_take_over(found)
 
 
 def _start(view: APIView, request: Request, options: Options) -> Attempt | HttpResponseBase | None:
@@ -185,6 +227,7 @@ def _redis_front(attempt: Attempt) -> cache_lock.RedisFront | None:
         attempt.new.fingerprints,
         ttl=attempt.options.ttl,
         lock_timeout=attempt.options.lock_timeout,
+        publish=bool(attempt.options.wait),
     )
 
 
@@ -248,6 +291,12 @@ def replayable(found: store.Existing) -> store.StoredResponse | None:
     if found.state != State.COMPLETED or not found.same_request:
         return None
     return store.stored_response(found)
+
+
+def waiting_pays(found: store.Existing) -> bool:
+    """Is this record what a waiting duplicate waits out: the same request,
+    still running? (Anything else is answered at once.)"""
+    return found.same_request and found.state != State.COMPLETED
 
 
 def should_take_over(found: store.Existing) -> bool:
@@ -379,7 +428,7 @@ def _run(
         except BaseException:
             # Any exception (validation errors, bugs, a worker's SystemExit on
             # timeout): the operation did not complete, so a retry may run it.
-            _release_quietly(alias, claim)
+            _release_quietly(alias, claim, notify=_notifies(options, alias))
             raise
         if defer:
             store_after_commit(response)
@@ -409,8 +458,9 @@ def _atomic_failure(
         # rolled back, so the operation still happens exactly once.
         after_commit(claim, None)
         return _problem(RequestInProgress(), request_id, options)
+    notify = _notifies(options, alias)
     if not (view_returned and isinstance(exc, DatabaseError)):
-        _release_quietly(alias, claim)
+        _release_quietly(alias, claim, notify=notify)
         raise exc
     # Storing or committing failed, so nothing of the view was kept (a commit
     # that did happen left the record completed, which the release below never
@@ -420,9 +470,9 @@ def _atomic_failure(
         # Our savepoint rolled back, but InnoDB keeps its row locks until the
         # caller's transaction ends: releasing from the other connection now
         # would wait on them.
-        transaction.on_commit(lambda: _release_quietly(alias, claim), using=alias)
+        transaction.on_commit(lambda: _release_quietly(alias, claim, notify=notify), using=alias)
     else:
-        _release_quietly(alias, claim)
+        _release_quietly(alias, claim, notify=notify)
     after_commit(claim, None)
     return _problem(Unavailable(), request_id, options)
 
@@ -494,7 +544,7 @@ def _store_or_release(
         # so. 5xx answers are logged by Django already.
         if reason != "server error":
             logger.warning("Idempotency record %s not stored: %s", claim.record_id, reason)
-        store.release(connection, claim)
+        store.release(connection, claim, notify=_notifies(options, connection.alias))
         return None
     stored = store.StoredResponse(
         status=response.status_code,
@@ -503,7 +553,7 @@ def _store_or_release(
         request_id=request_id,
         expires_at=claim.expires_at,
     )
-    if not store.complete(connection, claim, stored):
+    if not store.complete(connection, claim, stored, notify=_notifies(options, connection.alias)):
         raise _Fenced
     return stored
 
@@ -518,14 +568,20 @@ def _table_exists(alias: str) -> bool:
         return True
 
 
-def _release_quietly(alias: str, claim: store.Claim) -> None:
+def _notifies(options: Options, alias: str) -> bool:
+    """Does storing or releasing send NOTIFY (duplicates may wait on PostgreSQL)?"""
+    return bool(options.wait) and waiting.notify_postgresql(options.wait, alias)
+
+
+def _release_quietly(alias: str, claim: store.Claim, *, notify: bool = False) -> None:
     """Release on the claiming connection: it commits even when the caller's
-    transaction is about to roll back. A failure leaves the claim to expire."""
+    transaction is about to roll back. A failure leaves the claim to expire.
+    ``notify``: wake the duplicates waiting on PostgreSQL."""
     try:
         # Inside the try: finding the connection may itself need the database
         # (a reconnect to a server that is gone).
         connection, _ = claim_connection(alias)
-        store.release(connection, claim)
+        store.release(connection, claim, notify=notify)
     except DatabaseError:
         logger.exception(
             "Could not release idempotency record %s; it is freed after lock_timeout",

@@ -37,4 +37,5 @@ class IdempotencyOptions(TypedDict, total=False):
     store_server_errors: bool
     max_response_bytes: int
     lock_timeout: Duration
+    wait: Duration
     atomic: bool

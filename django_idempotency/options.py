@@ -118,6 +118,13 @@ def _duration(value: Any) -> timedelta:
     return value
 
 
+def _wait(value: Any) -> timedelta:
+    """Like ``_duration``, but zero (the default: never wait) is allowed."""
+    if not isinstance(value, bool) and (value == 0 or value == timedelta(0)):
+        return timedelta(0)
+    return _duration(value)
+
+
 def _optional_callable(value: Any) -> Callable[..., Any] | None:
     if value is None:
         return None
@@ -274,6 +281,15 @@ SPECS: tuple[OptionSpec, ...] = (
         "abandoned and may be taken over. Must exceed your slowest view.",
     ),
     OptionSpec(
+        "wait",
+        timedelta(0),
+        _wait,
+        "How long a duplicate that arrives while the first request runs waits for "
+        "it to finish, to get the answer a retry after it would get, before it is "
+        "answered 409. A timedelta or seconds, shorter than ``lock_timeout``; 0 "
+        "answers 409 at once.",
+    ),
+    OptionSpec(
         "atomic",
         False,
         _bool,
@@ -307,6 +323,7 @@ class Options:
     store_server_errors: bool
     max_response_bytes: int
     lock_timeout: timedelta
+    wait: timedelta
     atomic: bool
 
 
@@ -351,6 +368,12 @@ def combine(*layers: Mapping[str, Any]) -> Options:
         raise OptionError(
             f"'lock_timeout' ({options.lock_timeout}) is longer than 'ttl' ({options.ttl}): "
             "a key would be forgotten while its request may still be running"
+        )
+    if options.wait >= options.lock_timeout:
+        raise OptionError(
+            f"'wait' ({options.wait}) is not shorter than 'lock_timeout' "
+            f"({options.lock_timeout}): a duplicate would still be waiting when the "
+            "request it waits for counts as abandoned"
         )
     for name in ("replayed_header", "request_id_header"):
         other = getattr(options, name)

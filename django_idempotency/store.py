@@ -31,6 +31,7 @@ from . import conf
 from .encryption import Unreadable, open_record, seal_record
 from .exceptions import RecordUnreadable
 from .models import IdempotencyRecord, State
+from .waiting import CHANNEL
 
 logger = logging.getLogger("django_idempotency")
 
@@ -373,6 +374,20 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     return None if row is None else _existing(row, new.lookup_hash)
 
 
+def fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Existing | None:
+    """The row that holds the key, read only (a waiting duplicate's look: no
+    write, so no lock, not even SQLite's one writer's)."""
+    d = Dialect(connection)
+    columns = _select_columns(d, len(new.fingerprints))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {d.qn('id')}, {columns} FROM {d.table} WHERE {d.qn('lookup_hash')} = %s",
+            [*new.fingerprints, *new.fingerprints, new.lookup_hash],
+        )
+        row = cursor.fetchone()
+    return None if row is None else _existing(row, new.lookup_hash)
+
+
 def _lastrowid(cursor: Any) -> int:
     rowid = cursor.lastrowid
     assert isinstance(rowid, int)
@@ -452,8 +467,27 @@ def take_over(connection: BaseDatabaseWrapper, new: NewRecord, existing: Existin
     )
 
 
-def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredResponse) -> bool:
-    """Store the response; False if the claim was taken over (fenced out)."""
+def _notifying(sql: str, claim: Claim) -> tuple[str, list[Any]]:
+    """``sql`` (an UPDATE or DELETE of the claim's row) that also sends
+    ``NOTIFY idempotency, '<lookup hash>'`` when it changes the row: still one
+    statement, and delivered only when the change commits. Its rowcount is
+    the row's (the SELECT returns one row per changed row)."""
+    return (
+        f"WITH changed AS ({sql} RETURNING 1) SELECT pg_notify(%s, %s) FROM changed",
+        [CHANNEL, claim.lookup_hash],
+    )
+
+
+def complete(
+    connection: BaseDatabaseWrapper,
+    claim: Claim,
+    stored: StoredResponse,
+    *,
+    notify: bool = False,
+) -> bool:
+    """Store the response; False if the claim was taken over (fenced out).
+
+    ``notify`` (PostgreSQL): wake the duplicates waiting for it (option ``wait``)."""
     d = Dialect(connection)
     q = d.qn
     ring = conf.get_settings().keyring
@@ -464,35 +498,42 @@ def complete(connection: BaseDatabaseWrapper, claim: Claim, stored: StoredRespon
         headers, body = seal_record(
             ring, claim.lookup_hash, stored.status, stored.headers, stored.body
         )
+    sql = (
+        f"UPDATE {d.table} SET {q('state')} = %s, {q('completed_at')} = {d.now}, "
+        f"{q('response_status')} = %s, {q('response_headers')} = %s, "
+        f"{q('response_body')} = %s "
+        f"WHERE {q('id')} = %s AND {q('token')} = %s AND {q('state')} = %s"
+    )
+    params: list[Any] = [
+        State.COMPLETED.value,
+        stored.status,
+        headers,
+        body,
+        claim.record_id,
+        claim.token,
+        State.IN_PROGRESS.value,
+    ]
+    if notify:
+        sql, extra = _notifying(sql, claim)
+        params += extra
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {d.table} SET {q('state')} = %s, {q('completed_at')} = {d.now}, "
-            f"{q('response_status')} = %s, {q('response_headers')} = %s, "
-            f"{q('response_body')} = %s "
-            f"WHERE {q('id')} = %s AND {q('token')} = %s AND {q('state')} = %s",
-            [
-                State.COMPLETED.value,
-                stored.status,
-                headers,
-                body,
-                claim.record_id,
-                claim.token,
-                State.IN_PROGRESS.value,
-            ],
-        )
+        cursor.execute(sql, params)
         return bool(cursor.rowcount == 1)
 
 
-def release(connection: BaseDatabaseWrapper, claim: Claim) -> bool:
-    """Free the key so a retry runs the view; never touches a completed record."""
+def release(connection: BaseDatabaseWrapper, claim: Claim, *, notify: bool = False) -> bool:
+    """Free the key so a retry runs the view; never touches a completed record.
+
+    ``notify``: as for ``complete``."""
     d = Dialect(connection)
     q = d.qn
+    sql = f"DELETE FROM {d.table} WHERE {q('id')} = %s AND {q('token')} = %s AND {q('state')} = %s"
+    params: list[Any] = [claim.record_id, claim.token, State.IN_PROGRESS.value]
+    if notify:
+        sql, extra = _notifying(sql, claim)
+        params += extra
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {d.table} WHERE {q('id')} = %s AND {q('token')} = %s "
-            f"AND {q('state')} = %s",
-            [claim.record_id, claim.token, State.IN_PROGRESS.value],
-        )
+        cursor.execute(sql, params)
         return bool(cursor.rowcount == 1)
 
 

@@ -376,6 +376,7 @@ ISSUE_OPTION_NAMES = {
     "store_server_errors",
     "max_response_bytes",
     "lock_timeout",
+    "wait",  # issue 12 item 1
     "atomic",
 }
 

@@ -7,4 +7,8 @@ urlpatterns = [
     path("atomic/", views.atomic),
     path("async-plain/", views.async_plain),
     path("async-atomic/", views.async_atomic),
+    path("wait/", views.wait),
+    path("wait-short/", views.wait_short),
+    path("async-wait/", views.async_wait),
+    path("waiters/", views.waiters),
 ]

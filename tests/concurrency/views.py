@@ -2,6 +2,9 @@
 the idempotency key, so a test counts executions per key. The ``X-Sleep``
 header (not part of the fingerprint) makes a request slow; ``X-Pid-Dir`` makes
 the worker write its pid to a file there before sleeping, so a test can kill it.
+
+The ``wait`` views (docs/recipes/wait.md) fail after their sleep when the
+request carries ``X-Fail``, before creating anything.
 """
 
 import asyncio
@@ -13,7 +16,7 @@ from adrf.decorators import api_view as async_api_view
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from django_idempotency import idempotent
+from django_idempotency import idempotent, waiting
 from tests.testapp.models import Payment
 
 
@@ -62,3 +65,37 @@ async def async_plain(request):
 @idempotent(lock_timeout=60, atomic=True)
 async def async_atomic(request):
     return await _work_async(request)
+
+
+def _fail_after_sleep(request):
+    if request.headers.get("X-Fail"):
+        time.sleep(float(request.headers.get("X-Sleep", "0")))
+        raise RuntimeError("the first attempt fails")
+    return _work(request)
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=60, wait=5)
+def wait(request):
+    return _fail_after_sleep(request)
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=60, wait=1)
+def wait_short(request):
+    return _work(request)
+
+
+@async_api_view(["POST"])
+@idempotent(lock_timeout=60, wait=5)
+async def async_wait(request):
+    if request.headers.get("X-Fail"):
+        await asyncio.sleep(float(request.headers.get("X-Sleep", "0")))
+        raise RuntimeError("the first attempt fails")
+    return await _work_async(request)
+
+
+@api_view(["GET"])
+def waiters(request):
+    """How many duplicates this worker process has waiting."""
+    return Response({"pending": waiting.pending(), "pid": os.getpid()})

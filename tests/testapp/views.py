@@ -259,6 +259,7 @@ OPTION_VIEWS = {
     "max-response-bytes": {"max_response_bytes": 10},
     "empty-scope": {"scope": lambda request: ""},
     "int-fingerprint": {"fingerprint": lambda request: 42},
+    "wait": {"wait": 5},
 }
 
 

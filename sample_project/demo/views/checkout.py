@@ -36,6 +36,9 @@ OPTIONS: dict[str, Any] = {
     "required": True,
     # Tells the page until when a retry of a lost answer is still safe.
     "expiry_header": "Idempotency-Key-Expires",
+    # A double click's second request waits for the first (docs/recipes/wait.md)
+    # and gets its answer instead of a 409 the page would have to retry.
+    "wait": 2,
 }
 
 #: How long the card network takes to authorise a payment: long enough for a
