@@ -6,11 +6,13 @@ the two is what the app adds.
 """
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from django_idempotency import conf
 from django_idempotency.models import IdempotencyRecord, State
@@ -28,11 +30,11 @@ def records_connection():
     return connections[conf.get_settings().database]
 
 
-def is_postgresql():
+def is_postgresql() -> bool:
     return records_connection().vendor == "postgresql"
 
 
-def statements(client, url, data=None, **kwargs):
+def statements(client: APIClient, url: str, data: Any = None, **kwargs: Any):
     """(response, the statements it sent, transaction control left out)."""
     with CaptureQueriesContext(records_connection()) as captured:
         response = post(client, url, data, **kwargs)
@@ -40,7 +42,7 @@ def statements(client, url, data=None, **kwargs):
     return response, [s for s in sql if not s.lstrip().upper().startswith(_CONTROL)]
 
 
-def baseline(client, method="post"):
+def baseline(client: APIClient, method: str = "post"):
     """Statements of the same request to the view without the app."""
     response, sql = statements(client, "/bare/", method=method)
     assert response.status_code == 201
@@ -50,7 +52,7 @@ def baseline(client, method="post"):
 # Rules 1-3: nothing at all ----------------------------------------------------
 
 
-def test_method_not_covered_adds_no_statement(client):
+def test_method_not_covered_adds_no_statement(client: APIClient) -> None:
     expected = baseline(client, method="put")
     response, sql = statements(client, "/function/", key="k", method="put")
 
@@ -59,7 +61,7 @@ def test_method_not_covered_adds_no_statement(client):
     assert not [s for s in sql if TABLE in s]
 
 
-def test_no_key_adds_no_statement(client):
+def test_no_key_adds_no_statement(client: APIClient) -> None:
     expected = baseline(client)
     response, sql = statements(client, "/function/")
 
@@ -68,7 +70,7 @@ def test_no_key_adds_no_statement(client):
     assert not [s for s in sql if TABLE in s]
 
 
-def test_missing_required_key_sends_no_statement(client):
+def test_missing_required_key_sends_no_statement(client: APIClient) -> None:
     response, sql = statements(client, "/letters/")
 
     assert_problem(response, 400, "idempotency_key_missing")
@@ -76,7 +78,7 @@ def test_missing_required_key_sends_no_statement(client):
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "cl\u00e9", "a, b", "a b"])
-def test_invalid_key_sends_no_statement(client, key):
+def test_invalid_key_sends_no_statement(client: APIClient, key: Any) -> None:
     response, sql = statements(client, "/function/", key=key)
 
     assert_problem(response, 400, "idempotency_key_invalid")
@@ -87,7 +89,7 @@ def test_invalid_key_sends_no_statement(client, key):
 
 
 @pytest.mark.parametrize("url", ["/function/", "/atomic/"])
-def test_first_request_adds_at_most_two_statements(client, url):
+def test_first_request_adds_at_most_two_statements(client: APIClient, url: str) -> None:
     expected = baseline(client)
     response, sql = statements(client, url, key="k")
 
@@ -97,7 +99,9 @@ def test_first_request_adds_at_most_two_statements(client, url):
     assert len([s for s in sql if TABLE in s]) == added
 
 
-def test_first_request_released_after_a_validation_error_adds_at_most_two(client):
+def test_first_request_released_after_a_validation_error_adds_at_most_two(
+    client: APIClient,
+) -> None:
     _, bare = statements(client, "/bare/", {"amount": "x"})
     response, sql = statements(client, "/function/", {"amount": "x"}, key="k")
 
@@ -112,7 +116,7 @@ def _expected_answer_cost():
     return 1 if is_postgresql() else 2
 
 
-def test_replay_costs_at_most_two_statements_one_on_postgresql(client):
+def test_replay_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     _, first = statements(client, "/function/", key="k")
 
     response, sql = statements(client, "/function/", key="k")
@@ -125,7 +129,7 @@ def test_replay_costs_at_most_two_statements_one_on_postgresql(client):
     assert Payment.objects.count() == 1
 
 
-def test_replay_of_a_factory_record(client):
+def test_replay_of_a_factory_record(client: APIClient) -> None:
     RecordFactory(key="k", fingerprint=fingerprint_for("/function/", {"amount": 10}))
 
     response, sql = statements(client, "/function/", key="k")
@@ -134,7 +138,7 @@ def test_replay_of_a_factory_record(client):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client):
+def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     post(client, "/function/", key="k")
 
     response, sql = statements(client, "/function/", {"amount": 1}, key="k")
@@ -143,7 +147,7 @@ def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client):
+def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     RecordFactory(
         key="k",
         state=State.IN_PROGRESS,
@@ -162,7 +166,7 @@ def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client):
 
 
 @pytest.mark.parametrize("url", ["/apiview/", "/viewset/refund/", "/mixin-viewset/bulk/"])
-def test_replay_cost_is_the_same_on_every_kind_of_view(client, url):
+def test_replay_cost_is_the_same_on_every_kind_of_view(client: APIClient, url: str) -> None:
     post(client, url, key="k")
 
     response, sql = statements(client, url, key="k")
@@ -171,7 +175,7 @@ def test_replay_cost_is_the_same_on_every_kind_of_view(client, url):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_costs_do_not_grow_with_the_table(client):
+def test_costs_do_not_grow_with_the_table(client: APIClient) -> None:
     post(client, "/function/", key="k")
     _, before = statements(client, "/function/", key="k")
     RecordFactory.create_batch(300)

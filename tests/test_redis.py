@@ -4,11 +4,14 @@ database alone when Redis is unreachable. Against a real Redis server."""
 
 import os
 import uuid
+from typing import Any
 
 import pytest
 import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
+from pytest_django import Settings
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, api_client
@@ -47,16 +50,18 @@ def redis_lock():
         client.delete(key)
 
 
-def post(client, key, amount=1):
+def post(client: APIClient, key: str, amount: int = 1) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def statements(queries):
+def statements(queries: list[dict[str, Any]]):
     return [q for q in queries if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE"))]
 
 
 @needs_redis
-def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock):
+def test_replay_and_mismatch_come_from_redis_without_a_database_query(
+    redis_lock: redis.Redis,
+) -> None:
     client = api_client()
     first = post(client, "redis-1")
     assert first.status_code == 201
@@ -81,7 +86,9 @@ def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock
 
 
 @needs_redis
-def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
+def test_in_progress_is_answered_from_the_redis_lock(
+    redis_lock: redis.Redis, settings: Settings
+) -> None:
     from django.core.cache import caches
 
     from django_idempotency.identity import lookup_hash
@@ -100,7 +107,7 @@ def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
 
 
 @needs_redis
-def test_database_still_decides_when_redis_lost_its_data(redis_lock):
+def test_database_still_decides_when_redis_lost_its_data(redis_lock: redis.Redis) -> None:
     client = api_client()
     first = post(client, "redis-lost")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):  # a Redis restart, in effect
@@ -113,7 +120,7 @@ def test_database_still_decides_when_redis_lost_its_data(redis_lock):
 
 
 @needs_redis
-def test_exception_in_view_releases_both_locks(redis_lock):
+def test_exception_in_view_releases_both_locks(redis_lock: redis.Redis) -> None:
     client = api_client()
     with pytest.raises(RuntimeError):
         client.post(
@@ -129,7 +136,7 @@ def test_exception_in_view_releases_both_locks(redis_lock):
     assert retry.status_code == 201
 
 
-def test_unreachable_redis_falls_back_to_the_database():
+def test_unreachable_redis_falls_back_to_the_database() -> None:
     # Nothing listens on port 1: every Redis call fails at once.
     with _settings("redis://127.0.0.1:1/0", "down"):
         client = api_client()
@@ -144,7 +151,7 @@ def test_unreachable_redis_falls_back_to_the_database():
 
 
 @needs_redis
-def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
+def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock: redis.Redis) -> None:
     client = api_client()
     first = post(client, "redis-garbage")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):
@@ -157,7 +164,7 @@ def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
     assert Payment.objects.count() == 1
 
 
-def test_the_redis_client_is_imported_before_any_request():
+def test_the_redis_client_is_imported_before_any_request() -> None:
     import subprocess
     import sys
 
@@ -175,7 +182,7 @@ def test_the_redis_client_is_imported_before_any_request():
     assert result.returncode == 0, result.stderr
 
 
-def _replayed_then_deleted(client, key, delete):
+def _replayed_then_deleted(client: APIClient, key: str, delete):
     assert post(client, key).status_code == 201
     assert post(client, key).headers["Idempotent-Replayed"] == "true"  # from Redis
     delete()
@@ -186,7 +193,7 @@ def _replayed_then_deleted(client, key, delete):
 
 
 @needs_redis
-def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
+def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock: redis.Redis) -> None:
     client = api_client()
     _replayed_then_deleted(
         client, "forget-qs", lambda: IdempotencyRecord.objects.filter(key="forget-qs").delete()
@@ -199,8 +206,8 @@ def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
 
 @needs_redis
 def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
-    redis_lock, django_capture_on_commit_callbacks
-):
+    redis_lock: redis.Redis, django_capture_on_commit_callbacks
+) -> None:
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
@@ -222,7 +229,7 @@ def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
 
 
 @needs_redis
-def test_purging_records_makes_redis_forget_them(redis_lock):
+def test_purging_records_makes_redis_forget_them(redis_lock: redis.Redis) -> None:
     import datetime as dt
 
     from django.utils import timezone

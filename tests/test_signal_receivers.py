@@ -1,6 +1,7 @@
 """A broken metrics receiver must not break the API it measures."""
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def broken_receiver(**kwargs):
+def broken_receiver(**kwargs: Any) -> None:
     raise ValueError("statsd is down")
 
 
@@ -24,7 +25,9 @@ def broken():
     idempotency_replayed.disconnect(broken_receiver)
 
 
-def test_failing_receiver_is_logged_and_the_request_still_succeeds(broken, caplog):
+def test_failing_receiver_is_logged_and_the_request_still_succeeds(
+    broken, caplog: pytest.LogCaptureFixture
+) -> None:
     client = api_client()
     with caplog.at_level(logging.ERROR, logger="django.dispatch"):
         first = client.post("/function/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="s1")

@@ -6,6 +6,7 @@ from adrf.decorators import api_view
 from adrf.views import APIView
 from adrf.viewsets import ViewSet
 from rest_framework.decorators import action
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_idempotency import IdempotencyMixin, idempotent
@@ -16,7 +17,7 @@ class Boom(Exception):
     pass
 
 
-async def _create(request, reference="async"):
+async def _create(request: Request, reference="async") -> Response:
     if request.data.get("fail"):
         raise Boom("the view failed")
     payment = await Payment.objects.acreate(amount=int(request.data["amount"]), reference=reference)
@@ -30,25 +31,25 @@ async def _create(request, reference="async"):
 
 @api_view(["POST"])
 @idempotent
-async def function_view(request):
+async def function_view(request: Request):
     return await _create(request)
 
 
 @api_view(["POST"])
 @idempotent(atomic=True)
-async def atomic_view(request):
+async def atomic_view(request: Request):
     return await _create(request)
 
 
 class PaymentAPIView(IdempotencyMixin, APIView):
-    async def post(self, request):
+    async def post(self, request: Request):
         return await _create(request, reference="mixin")
 
 
 class CardViewSet(IdempotencyMixin, ViewSet):
-    async def acreate(self, request):  # adrf routes POST on a list to acreate
+    async def acreate(self, request: Request):  # adrf routes POST on a list to acreate
         return await _create(request, reference="viewset")
 
     @action(detail=True, methods=["post"])
-    async def block(self, request, pk=None):
+    async def block(self, request: Request, pk=None):
         return await _create(request, reference=f"block-{pk}")

@@ -1,10 +1,12 @@
 import time
 from datetime import timedelta
+from typing import Any
 
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes, throttle_classes
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
@@ -17,7 +19,7 @@ from .models import Payment
 from .serializers import PaymentSerializer
 
 
-def _create(request, **extra):
+def _create(request: Request, **extra: Any) -> Response:
     serializer = PaymentSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     owner = request.user if request.user.is_authenticated else None
@@ -41,7 +43,7 @@ def _create(request, **extra):
 
 @api_view(["POST", "GET", "PUT", "PATCH", "DELETE"])
 @idempotent
-def function_view(request):
+def function_view(request: Request) -> Response:
     if request.method == "GET":
         return Response({"count": Payment.objects.count()})
     return _create(request)
@@ -49,52 +51,52 @@ def function_view(request):
 
 @api_view(["POST"])
 @idempotent(header="X-Idempotency-Key", replay_status=409, required=True)
-def letter_view(request):
+def letter_view(request: Request) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(atomic=True)
-def atomic_view(request):
+def atomic_view(request: Request) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(per_endpoint=True)
-def per_endpoint_a(request):
+def per_endpoint_a(request: Request) -> Response:
     return _create(request, reference="a")
 
 
 @api_view(["POST"])
 @idempotent(per_endpoint=True)
-def per_endpoint_b(request):
+def per_endpoint_b(request: Request) -> Response:
     return _create(request, reference="b")
 
 
 @api_view(["POST"])
 @idempotent
-def binary_view(request):
+def binary_view(request: Request) -> HttpResponse:
     Payment.objects.create(amount=1)
     return HttpResponse(bytes(range(256)) * 4, content_type="application/pdf")
 
 
 @api_view(["POST"])
 @idempotent
-def streaming_view(request):
+def streaming_view(request: Request) -> StreamingHttpResponse:
     Payment.objects.create(amount=1)
     return StreamingHttpResponse(iter([b"a", b"b"]), content_type="text/plain")
 
 
 @api_view(["POST"])
 @idempotent
-def plain_json_view(request):
+def plain_json_view(request: Request) -> HttpResponse:
     Payment.objects.create(amount=1)
     return HttpResponse(b'{"ok": true}', content_type="application/json", status=202)
 
 
 class PaymentAPIView(APIView):
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
@@ -109,12 +111,12 @@ class PaymentViewSet(viewsets.ModelViewSet):
     serializer_class = PaymentSerializer
 
     @idempotent(required=True)
-    def create(self, request, *args, **kwargs):
+    def create(self, request: Request, *args: Any, **kwargs: Any):
         return super().create(request, *args, **kwargs)
 
     @action(detail=False, methods=["post"])
     @idempotent
-    def refund(self, request):
+    def refund(self, request: Request) -> Response:
         return _create(request, reference="refund")
 
 
@@ -123,7 +125,7 @@ class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet):
     serializer_class = PaymentSerializer
 
     @action(detail=False, methods=["post"])
-    def bulk(self, request):
+    def bulk(self, request: Request) -> Response:
         return _create(request, reference="bulk")
 
 
@@ -133,10 +135,10 @@ class MixinOverrideView(IdempotencyMixin, APIView):
     idempotency_options = {"replay_status": 200}
 
     @idempotent(replay_status=202)
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
-    def patch(self, request):
+    def patch(self, request: Request) -> Response:
         return _create(request)
 
 
@@ -144,7 +146,7 @@ class PrivateView(APIView):
     permission_classes = [IsAuthenticated]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
@@ -161,14 +163,14 @@ class ThrottledView(APIView):
     throttle_classes = [TwoPerMinuteThrottle]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 @idempotent
-def private_function_view(request):
+def private_function_view(request: Request) -> Response:
     """DRF's policy decorators above @idempotent..."""
     return _create(request)
 
@@ -177,7 +179,7 @@ def private_function_view(request):
 @idempotent
 @permission_classes([IsAuthenticated])
 @throttle_classes([TwoPerMinuteUserThrottle])
-def private_function_view_inner(request):
+def private_function_view_inner(request: Request) -> Response:
     """...or below it: both orders keep the policy."""
     return _create(request)
 
@@ -186,19 +188,19 @@ class AdminOnlyView(APIView):
     permission_classes = [IsAdminUser]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
 @api_view(["POST", "PUT"])
-def bare_view(request):
+def bare_view(request: Request) -> Response:
     """function_view without the app: the baseline of the query counts."""
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent
-def headers_view(request):
+def headers_view(request: Request) -> Response:
     """Answers with every kind of header, to see which ones are stored."""
     Payment.objects.create(amount=1)
     response = Response({"ok": True}, status=201)
@@ -214,7 +216,7 @@ def headers_view(request):
     return response
 
 
-def checkout_page(request):
+def checkout_page(request: HttpRequest) -> HttpResponse:
     """The page a browser checkout starts on: it saves the guest's session."""
     request.session["checkout_started"] = True
     return HttpResponse("checkout")
@@ -222,16 +224,16 @@ def checkout_page(request):
 
 @api_view(["POST"])
 @idempotent(scope=user_or_session)
-def guest_order_view(request):
+def guest_order_view(request: Request) -> Response:
     return _create(request)
 
 
-def tenant_scope(request):
+def tenant_scope(request: HttpRequest):
     """A scope callable: keys live in the tenant named by a header."""
     return "tenant:" + request.headers.get("X-Tenant", "none")
 
 
-def amount_fingerprint(request):
+def amount_fingerprint(request: HttpRequest) -> str:
     """A fingerprint callable: only the amount must match for a retry."""
     return str(request.data.get("amount"))
 
@@ -262,10 +264,10 @@ OPTION_VIEWS = {
 }
 
 
-def _option_view(name, options):
+def _option_view(name: str, options: dict[str, Any]):
     @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
     @idempotent(**options)
-    def view(request):
+    def view(request: Request) -> Response:
         return _create(request, reference=name)
 
     view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"
@@ -277,11 +279,11 @@ option_views = {name: _option_view(name, options) for name, options in OPTION_VI
 
 @api_view(["POST"])
 @idempotent
-def item_view(request, slug):
+def item_view(request: Request, slug: str) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(scope=lambda request: "tenant:\0" + request.headers.get("X-Tenant", ""))
-def nul_scope_view(request):
+def nul_scope_view(request: Request) -> Response:
     return _create(request)
