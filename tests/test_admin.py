@@ -28,11 +28,11 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "admin:django_idempotency_idempotencyrecord_changelist"
 
 
-def url(name: str, *args: Any):
+def url(name: str, *args: Any) -> str:
     return reverse(f"admin:django_idempotency_idempotencyrecord_{name}", args=args)
 
 
-def listed_keys(response: Any):
+def listed_keys(response: Any) -> list[str]:
     """Keys of the rows on a changelist page, top to bottom."""
     return [r.key for r in response.context["cl"].result_list]
 
@@ -112,13 +112,13 @@ def detail_value(response: Any, name: str) -> str:
 
 
 @pytest.fixture
-def admin_client():
+def admin_client() -> Client:
     client = Client()
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     return client
 
 
-def staff_client(*codenames):
+def staff_client(*codenames: str) -> Client:
     user = UserFactory(is_staff=True)
     user.user_permissions.set(
         Permission.objects.filter(
@@ -130,7 +130,7 @@ def staff_client(*codenames):
     return client
 
 
-def expired_record(**kwargs: Any):
+def expired_record(**kwargs: Any) -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(days=2)
     return RecordFactory(created_at=created, expires_at=created + dt.timedelta(days=1), **kwargs)
 
@@ -190,8 +190,12 @@ def test_list_styles_keep_status_and_times_readable_beside_the_sidebar(
     response = admin_client.get(reverse(CHANGELIST))
 
     html = response.content.decode()
-    style = re.search(r"<style[^>]*>(.*?)</style>", html, re.S).group(1)
-    cut = re.search(r"([^{}]*)\{[^}]*text-overflow: ellipsis;[^}]*\}", style).group(1)
+    style_match = re.search(r"<style[^>]*>(.*?)</style>", html, re.S)
+    assert style_match
+    style = style_match.group(1)
+    cut_match = re.search(r"([^{}]*)\{[^}]*text-overflow: ellipsis;[^}]*\}", style)
+    assert cut_match
+    cut = cut_match.group(1)
     assert {"field-short_key", "field-short_scope", "field-short_path"} <= set(
         re.findall(r"\.(field-\w+)", cut)
     )
@@ -706,12 +710,13 @@ def test_admin_reads_and_deletes_on_the_records_alias(
     admin_client: Client, settings: Settings
 ) -> None:
     settings.IDEMPOTENCY = {"DATABASE": "records"}
-    RecordFactory._meta.database = "records"
+    # factory_boy's DjangoOptions has ``database``; its base FactoryOptions does not.
+    RecordFactory._meta.database = "records"  # type: ignore[attr-defined]
     try:
         there = RecordFactory(key="on-records")
         gone = expired_record(key="expired-on-records")
     finally:
-        RecordFactory._meta.database = "default"
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
     RecordFactory(key="on-default")
 
     listing = admin_client.get(reverse(CHANGELIST))

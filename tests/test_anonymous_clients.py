@@ -21,7 +21,7 @@ def _post(client: APIClient, url: str, key: str, amount: int = 10) -> Any:
     return client.post(url, {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def _guest():
+def _guest() -> APIClient:
     """A browser that opened the checkout page: it has a saved session."""
     browser = APIClient()
     assert browser.get("/checkout/").status_code == 200

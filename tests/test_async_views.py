@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def apost(url: str, key: str | None = None, body: Any = None, **headers: str):
+def apost(url: str, key: str | None = None, body: Any = None, **headers: str) -> Any:
     """POST from an async client, run to completion from this sync test."""
     headers = {"X-Api-Key": CLIENT_API_KEY, **headers}
     if key is not None:
@@ -77,11 +77,11 @@ def test_another_body_with_the_key_is_422(url: str, reference: str) -> None:
 
 @pytest.mark.parametrize(("url", "reference"), ENDPOINTS)
 def test_a_duplicate_while_the_first_runs_is_409_at_once(url: str, reference: str) -> None:
-    async def both():
+    async def both() -> tuple[Any, Any, float]:
         client = AsyncClient()
         headers = {"X-Api-Key": CLIENT_API_KEY, "Idempotency-Key": "k-slow"}
 
-        async def send(path: str):
+        async def send(path: str) -> Any:
             return await client.post(
                 path, {"amount": 10}, content_type="application/json", headers=headers
             )
@@ -162,7 +162,7 @@ SCENARIOS = {
 def test_async_views_send_the_statements_sync_views_send(
     scenario: Any, sync_url: str, async_url: str
 ) -> None:
-    def last_request_statements(send):
+    def last_request_statements(send: Callable[[str, Any], object]) -> list[str]:
         *earlier, last = SCENARIOS[scenario]
         for key, body in earlier:
             send(key, body)
@@ -211,15 +211,15 @@ def test_the_engines_blocking_work_runs_off_the_event_loop() -> None:
 
     def slow_statement(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-    ):
+    ) -> Any:
         if slow.is_set():
             time.sleep(0.2)
         return execute(sql, params, many, context)
 
-    async def run():
+    async def run() -> float:
         client = AsyncClient()
         headers = {"X-Api-Key": CLIENT_API_KEY, "Idempotency-Key": "k-loop"}
-        stalls = []
+        stalls: list[float] = []
         done = asyncio.Event()
 
         async def ticker() -> None:
@@ -269,8 +269,11 @@ def test_an_async_action_on_drfs_own_viewset_is_refused_by_the_mixin() -> None:
     with pytest.raises(TypeError, match=r"Cards\.block is an async handler on a view"):
 
         class Cards(IdempotencyMixin, ViewSet):
-            @action(detail=True, methods=["post"])
-            async def block(self, request: Request, pk=None) -> None:  # pragma: no cover
+            # Deliberately an async action on DRF's own (sync) ViewSet, as the test says.
+            @action(detail=True, methods=["post"])  # type: ignore[type-var]
+            async def block(
+                self, request: Request, pk: str | None = None
+            ) -> None:  # pragma: no cover
                 return None
 
 
@@ -303,7 +306,8 @@ def test_without_adrf_async_handlers_are_refused_naming_the_extra(tmp_path: Path
 
 
 def test_an_async_function_under_drfs_own_api_view_is_a_system_check_error() -> None:
-    @api_view(["POST"])
+    # Deliberately the misuse the check reports: DRF's sync api_view on a coroutine.
+    @api_view(["POST"])  # type: ignore[type-var]
     @idempotent
     async def pay(request: Request) -> None:  # pragma: no cover
         return None
@@ -312,7 +316,7 @@ def test_an_async_function_under_drfs_own_api_view_is_a_system_check_error() -> 
 
     from django_idempotency.checks import _async_under_sync_views
 
-    found = list(_async_under_sync_views([path("pay/", pay)]))
+    found = list(_async_under_sync_views([path("pay/", pay)]))  # type: ignore[arg-type]
     assert found == ["The URL pattern 'pay/' (pay)"]
 
 
@@ -338,7 +342,7 @@ def test_a_request_cancelled_while_claiming_leaves_no_claim_behind() -> None:
 
     def slow_claim(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-    ):
+    ) -> Any:
         if sql.lstrip().upper().startswith(("INSERT", "WITH")) and "idempotency" in sql:
             claiming.set()
             time.sleep(0.3)

@@ -169,6 +169,7 @@ def test_rule4_first_request_runs_once_and_is_stored(
     record = record_for(key)
     assert record.state == State.COMPLETED
     assert record.response_status == 201
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert ("Content-Type", "application/json") in record.headers
     assert record.request_id == response["X-Request-Id"]
@@ -320,8 +321,9 @@ def test_rule6_replay_from_a_factory_record(client: APIClient) -> None:
 # Rule 7 ---------------------------------------------------------------------
 
 
-def _record_state(key: str):
+def _record_state(key: str) -> tuple[Any, ...]:
     record = record_for(key)
+    assert record.response_body is not None
     return (
         record.fingerprint,
         record.state,
@@ -392,7 +394,9 @@ def test_rule7_mismatch_comes_before_in_progress(client: APIClient) -> None:
 # Rule 8 ---------------------------------------------------------------------
 
 
-def in_progress_record(key: str, url: str = "/function/", data: Any = None, **kwargs: Any):
+def in_progress_record(
+    key: str, url: str = "/function/", data: Any = None, **kwargs: Any
+) -> IdempotencyRecord:
     return RecordFactory(
         key=key,
         state=State.IN_PROGRESS,
@@ -485,6 +489,7 @@ def test_rule10_expired_record_behaves_as_new(client: APIClient) -> None:
     assert response.content != b'{"id": "stale"}'
     assert Payment.objects.count() == 1
     record = record_for("old")
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert record.expires_at > timezone.now()
 

@@ -4,6 +4,7 @@ test_browser_checkout.py)."""
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -50,7 +51,7 @@ def test_the_recipe_configures_what_the_browser_test_proves() -> None:
 
     page = (Path(__file__).parent.parent / "docs" / "recipes" / "cors.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "CORS_" in b)
-    recipe: dict[str, object] = {}
+    recipe: dict[str, Any] = {}
     exec(block, recipe)
 
     for name in (

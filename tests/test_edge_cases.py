@@ -12,8 +12,9 @@ import asyncio
 import contextvars
 import json
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -67,8 +68,8 @@ class StreamJSONParser(BaseParser):
         self,
         stream: Any,
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
-    ):
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
         return json.loads(stream.read())
 
 
@@ -76,14 +77,16 @@ class AmountLimit(BasePermission):
     """A permission that looks at the body, as many real ones do."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return int(request.data.get("amount", 0)) <= 10_000
+        return int(cast(dict[str, Any], request.data).get("amount", 0)) <= 10_000
 
 
 @api_view(["POST"])
 @parser_classes([StreamJSONParser])
 @idempotent
 def pay(request: Request) -> Response:
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="pay")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="pay"
+    )
     return Response({"id": payment.pk, "amount": payment.amount}, status=201)
 
 
@@ -92,15 +95,19 @@ def pay(request: Request) -> Response:
 @parser_classes([StreamJSONParser])
 @idempotent
 def pay_with_body_permission(request: Request) -> Response:
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="perm")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="perm"
+    )
     return Response({"id": payment.pk, "amount": payment.amount}, status=201)
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=1, ttl=60)
-def pay_html_receipt(request: Request):
+def pay_html_receipt(request: Request) -> SimpleTemplateResponse:
     # Any lazily rendered response: TemplateResponse, SimpleTemplateResponse.
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="html")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="html"
+    )
     template = engines["django"].from_string("<p>Paid {{ amount }}</p>")
     return SimpleTemplateResponse(template, {"amount": payment.amount}, status=201)
 
@@ -109,7 +116,7 @@ class ClientCredentials(BaseAuthentication):
     """Machine clients (OAuth2 client credentials, API keys): an auth object,
     no user, as django-oauth-toolkit gives for a client-credentials token."""
 
-    def authenticate(self, request: Request):
+    def authenticate(self, request: Request) -> tuple[None, str] | None:
         client_id = request.headers.get("X-Client")
         return None if client_id is None else (None, client_id)
 
@@ -124,14 +131,18 @@ class HasClient(BasePermission):
 @permission_classes([HasClient])
 @idempotent
 def partner_refund(request: Request) -> Response:
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference=request.auth)
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference=cast(str, request.auth)
+    )
     return Response({"refund": payment.pk, "client": request.auth, "iban": f"IBAN-{request.auth}"})
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=1, ttl=60)
 def pay_quick_lock(request: Request) -> Response:
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="rr")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="rr"
+    )
     return Response({"id": payment.pk}, status=201)
 
 
@@ -140,7 +151,9 @@ def pay_quick_lock(request: Request) -> Response:
 @idempotent
 def update_payout_account(request: Request) -> Response:
     # e.g. a new IBAN plus a scanned bank statement, sent as multipart.
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="patch")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="patch"
+    )
     return Response({"id": payment.pk, "amount": payment.amount})
 
 
@@ -148,7 +161,7 @@ def update_payout_account(request: Request) -> Response:
 @parser_classes([FileUploadParser])
 @idempotent
 def upload_statement(request: Request, filename: str) -> Response:
-    upload = request.data["file"]
+    upload = cast(dict[str, Any], request.data)["file"]
     payment = Payment.objects.create(amount=upload.size, reference="upload")
     return Response({"id": payment.pk, "size": upload.size}, status=201)
 
@@ -213,7 +226,7 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs() -> None:
     # Valid options: lock_timeout <= ttl.
     options = resolve(validate_options({"ttl": 300, "lock_timeout": 150}))
 
-    def new_record(fingerprint="f" * 64):
+    def new_record(fingerprint: str = "f" * 64) -> store.NewRecord:
         return store.NewRecord(
             lookup_hash=lookup_hash(CLIENT_SCOPE, "k-ttl", None),
             key="k-ttl",
@@ -247,7 +260,7 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs() -> None:
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[None]:
     prefix = f"review-{uuid.uuid4().hex[:8]}"
     with override_settings(
         CACHES={
@@ -274,7 +287,7 @@ class _RolledBack(Exception):
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
 def test_redis_never_replays_a_response_whose_transaction_rolled_back(
-    redis_front: redis.Redis,
+    redis_front: None,
 ) -> None:
     # The view runs inside a transaction the caller opened (ATOMIC_REQUESTS, or
     # an enclosing atomic()) that rolls back after the view returned: nothing
@@ -300,7 +313,7 @@ def test_redis_never_replays_a_response_whose_transaction_rolled_back(
 @needs_redis
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
-def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front: redis.Redis) -> None:
+def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front: None) -> None:
     # ATOMIC_REQUESTS: the view's deferred foreign key is checked at COMMIT,
     # which fails after the engine already handed the response to Redis.
     if connection.vendor == "mysql":
@@ -338,7 +351,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front: redi
     from django_idempotency import cache_lock
 
     fast = cache_lock.check(
-        "redis", lookup_hash(CLIENT_SCOPE, "k-fk", None), "x", "t", timedelta(seconds=5)
+        "redis", lookup_hash(CLIENT_SCOPE, "k-fk", None), ("x",), "t", timedelta(seconds=5)
     )
     assert not isinstance(fast, cache_lock.Cached), (
         "Redis caches the 201 of a request whose COMMIT failed; retries replay it"
@@ -391,11 +404,11 @@ def test_authenticated_machine_clients_do_not_share_a_key_space() -> None:
 
 
 @pytest.fixture
-def atomic_requests_repeatable_read():
+def atomic_requests_repeatable_read() -> Iterator[None]:
     if connection.vendor == "postgresql":
         import psycopg
 
-        repeatable_read = psycopg.IsolationLevel.REPEATABLE_READ
+        repeatable_read: object = psycopg.IsolationLevel.REPEATABLE_READ
     elif connection.vendor == "mysql":
         repeatable_read = "repeatable read"  # passes: InnoDB UPDATEs read the latest row
     else:
@@ -416,7 +429,7 @@ def atomic_requests_repeatable_read():
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
 def test_atomic_requests_with_repeatable_read_stores_the_response(
-    atomic_requests_repeatable_read, user_client: APIClient
+    atomic_requests_repeatable_read: None, user_client: APIClient
 ) -> None:
     # Token authentication reads the token inside the request's transaction:
     # its snapshot predates the claim that the side connection commits, so the
@@ -430,7 +443,7 @@ def test_atomic_requests_with_repeatable_read_stores_the_response(
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
 def test_atomic_requests_with_repeatable_read_runs_the_payment_once(
-    atomic_requests_repeatable_read, user_client: APIClient
+    atomic_requests_repeatable_read: None, user_client: APIClient
 ) -> None:
     _post(user_client, "/pay-quick-lock/", 10, "k-rr-2")
     advance(1.1, key="k-rr-2")  # lock_timeout
@@ -519,7 +532,7 @@ def test_side_connection_is_reused_across_asgi_requests(user: User) -> None:
     try:
         client = AsyncClient()
 
-        async def one(i):
+        async def one(i: int) -> Any:
             # An ASGI server runs each request in a task of its own.
             return await client.post(
                 "/pay/",

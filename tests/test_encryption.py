@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pytest
 import redis
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -24,11 +25,10 @@ from django_idempotency import conf
 from django_idempotency.encryption import generate_key
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory, UserFactory, api_client
+from tests.helpers import assert_problem, needs_redis, post
 from tests.settings import REDIS_URL
 from tests.test_admin import detail_value, staff_client
-from tests.test_contract import assert_problem, post
 from tests.test_query_counts import statements
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ PAYMENT = {"amount": 10, "reference": SECRET}
 TABLE = IdempotencyRecord._meta.db_table
 
 
-def keys(*encryption_keys, **more: Any):
+def keys(*encryption_keys: str, **more: Any) -> override_settings:
     return override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": list(encryption_keys), **more})
 
 
@@ -49,7 +49,7 @@ def pay(client: APIClient, key: str, data: Any = PAYMENT) -> Any:
     return post(client, "/function/", data, key=key)
 
 
-def raw_row(key: str):
+def raw_row(key: str) -> tuple[Any, Any, Any]:
     """(response_status, response_headers, response_body) as the table holds them."""
     connection = connections[conf.get_settings().database]
     q = connection.ops.quote_name
@@ -59,7 +59,9 @@ def raw_row(key: str):
             f"FROM {q(TABLE)} WHERE {q('key')} = %s",
             [key],
         )
-        status, headers, body = cursor.fetchone()
+        row = cursor.fetchone()
+        assert row is not None
+        status, headers, body = row
     return status, headers, None if body is None else bytes(body)
 
 
@@ -204,7 +206,7 @@ def test_an_edited_status_code_is_unreadable(client: APIClient) -> None:
 # Admin ---------------------------------------------------------------------------
 
 
-def change_page(client: APIClient, record: IdempotencyRecord) -> Any:
+def change_page(client: Client, record: IdempotencyRecord) -> Any:
     return client.get(
         reverse("admin:django_idempotency_idempotencyrecord_change", args=(record.pk,))
     )
@@ -251,9 +253,9 @@ def test_the_admin_shows_plain_records_as_before() -> None:
 # The system check ----------------------------------------------------------------
 
 
-def e007(value: Any):
+def e007(value: Any) -> list[CheckMessage]:
     with override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": value}):
-        return [m for m in run_checks() if m.id.startswith("django_idempotency.E")]
+        return [m for m in run_checks() if (m.id or "").startswith("django_idempotency.E")]
 
 
 def test_good_keys_pass_the_check() -> None:
@@ -276,7 +278,7 @@ def test_unusable_keys_fail_the_check_with_e007(value: Any, words: str) -> None:
     (message,) = e007(value)
     assert message.id == "django_idempotency.E008"
     assert words in message.msg
-    assert "recipes/encryption" in message.hint
+    assert "recipes/encryption" in (message.hint or "")
 
 
 def test_unusable_keys_refuse_requests_before_the_view_runs(client: APIClient) -> None:
@@ -314,7 +316,7 @@ def test_keys_without_the_cryptography_package_fail_the_check_naming_the_extra()
 
 
 def test_encryption_adds_no_statement_to_any_request(client: APIClient) -> None:
-    def costs(prefix: str):
+    def costs(prefix: str) -> list[int]:
         first, first_sql = statements(client, "/function/", PAYMENT, key=f"{prefix}-k")
         replay, replay_sql = statements(client, "/function/", PAYMENT, key=f"{prefix}-k")
         mismatch, mismatch_sql = statements(client, "/function/", {"amount": 1}, key=f"{prefix}-k")
@@ -332,8 +334,16 @@ def test_encryption_adds_no_statement_to_any_request(client: APIClient) -> None:
 # Redis -----------------------------------------------------------------------------
 
 
+class RedisKeys(Protocol):
+    """``redis_keys(*keys)`` sets the keys; ``redis_keys.values()``: the cached responses."""
+
+    values: Callable[[], list[Any]]
+
+    def __call__(self, *encryption_keys: str) -> override_settings: ...
+
+
 @pytest.fixture
-def redis_keys():
+def redis_keys() -> Iterator[RedisKeys]:
     """Redis in front (db 15, a prefix of our own); ``use(*keys)`` sets the keys."""
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
@@ -346,7 +356,7 @@ def redis_keys():
         },
     }
 
-    def use(*encryption_keys):
+    def use(*encryption_keys: str) -> override_settings:
         return override_settings(
             CACHES=caches,
             IDEMPOTENCY={
@@ -356,18 +366,19 @@ def redis_keys():
             },
         )
 
-    def values():
+    def values() -> list[Any]:
         return [
             client.get(k) for k in client.scan_iter(f"{prefix}:*") if b"idempotency:response:" in k
         ]
 
-    use.values = values
-    yield use
+    redis_keys = cast(RedisKeys, use)
+    redis_keys.values = values
+    yield redis_keys
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
 
 
-def from_redis(client: APIClient, key: str):
+def from_redis(client: APIClient, key: str) -> tuple[Any, int]:
     """The answer, and the number of statements it sent to the database."""
     with CaptureQueriesContext(connections[conf.get_settings().database]) as queries:
         response = pay(client, key)
@@ -376,7 +387,7 @@ def from_redis(client: APIClient, key: str):
 
 
 @needs_redis
-def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys) -> None:
+def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys(NEW_KEY):
         first = pay(client, "enc-redis")
@@ -390,7 +401,7 @@ def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys) -
 
 
 @needs_redis
-def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys) -> None:
+def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys(OLD_KEY):
         first = pay(client, "enc-redis-rotate")
@@ -402,7 +413,9 @@ def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys) -> Non
 
 
 @needs_redis
-def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(redis_keys) -> None:
+def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(
+    redis_keys: RedisKeys,
+) -> None:
     client = api_client()
     with redis_keys(OLD_KEY):
         pay(client, "enc-redis-gone")
@@ -411,7 +424,7 @@ def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(redis
     assert Payment.objects.count() == 1
 
 
-def redis_response_key(key: str):
+def redis_response_key(key: str) -> str:
     from django.core.cache import caches
 
     from django_idempotency.identity import lookup_hash
@@ -421,13 +434,14 @@ def redis_response_key(key: str):
 
 
 @needs_redis
-def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys) -> None:
+def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys: RedisKeys) -> None:
     client = api_client()
     raw = redis.Redis.from_url(REDIS_URL)
     with redis_keys(NEW_KEY):
         victim = pay(client, "enc-redis-victim", data={"amount": 1})
         pay(client, "enc-redis-donor")
         donor = raw.get(redis_response_key("enc-redis-donor"))
+        assert donor is not None
         raw.set(redis_response_key("enc-redis-victim"), donor)
         replay = pay(client, "enc-redis-victim", data={"amount": 1})
 
@@ -436,7 +450,7 @@ def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys) -> None:
 
 
 @needs_redis
-def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys) -> None:
+def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys():
         first = pay(client, "enc-redis-plain")
@@ -451,7 +465,9 @@ def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys) ->
 # The sample project ----------------------------------------------------------------
 
 
-def sample_manage(tmp_path: Path, encryption_keys: str, *args: Any):
+def sample_manage(
+    tmp_path: Path, encryption_keys: str, *args: Any
+) -> subprocess.CompletedProcess[str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
         [sys.executable, os.path.join(root, "sample_project", "manage.py"), *args],

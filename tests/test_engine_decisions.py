@@ -11,7 +11,14 @@ from django_idempotency.models import State
 from django_idempotency.store import Existing
 
 
-def found(*, state, same_request=True, expired=False, abandoned=False, body: Any = b'{"id": 1}'):
+def found(
+    *,
+    state: str,
+    same_request: bool = True,
+    expired: bool = False,
+    abandoned: bool = False,
+    body: Any = b'{"id": 1}',
+) -> Existing:
     return Existing(
         record_id=1,
         state=state,

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,8 @@ import django_idempotency
 from django_idempotency.erasure import ErasureIncomplete, erase
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, RecordFactory, UserFactory, api_client
+from tests.helpers import fingerprint_for, needs_redis
 from tests.settings import REDIS_URL
-from tests.test_contract import fingerprint_for
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,14 +38,14 @@ def post(client: APIClient, key: str, amount: int = 1) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def client_for(user: User):
+def client_for(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
 
 
-def running(scope=CLIENT_SCOPE, **kwargs: Any):
+def running(scope: str = CLIENT_SCOPE, **kwargs: Any) -> IdempotencyRecord:
     """An in-progress record whose request is still running (its lock is live)."""
     now = timezone.now()
     return RecordFactory(
@@ -62,23 +61,23 @@ def running(scope=CLIENT_SCOPE, **kwargs: Any):
     )
 
 
-def abandoned(scope=CLIENT_SCOPE):
+def abandoned(scope: str = CLIENT_SCOPE) -> IdempotencyRecord:
     record = running(scope)
     record.locked_until = timezone.now() - dt.timedelta(seconds=1)
     record.save()
     return record
 
 
-def expired(scope=CLIENT_SCOPE):
+def expired(scope: str = CLIENT_SCOPE) -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(days=2)
     return RecordFactory(scope=scope, created_at=created, expires_at=created + dt.timedelta(days=1))
 
 
-def scopes_left():
+def scopes_left() -> list[str]:
     return sorted(IdempotencyRecord.objects.values_list("scope", flat=True))
 
 
-def delete_statements(queries: list[dict[str, Any]]):
+def delete_statements(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
 
 
@@ -182,7 +181,7 @@ def test_a_record_taken_over_between_select_and_delete_stays() -> None:
 
     def take_over_first(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-    ):
+    ) -> Any:
         # A retry takes the abandoned claim over just before our DELETE.
         if sql.lstrip().upper().startswith("DELETE"):
             execute(
@@ -249,7 +248,7 @@ def test_is_exported_from_the_package() -> None:
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[tuple[redis.Redis, str]]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
     with _redis_settings(REDIS_URL, prefix):
@@ -258,7 +257,7 @@ def redis_front():
         client.delete(key)
 
 
-def _redis_settings(location: str, prefix: str):
+def _redis_settings(location: str, prefix: str) -> override_settings:
     return override_settings(
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -273,12 +272,14 @@ def _redis_settings(location: str, prefix: str):
     )
 
 
-def cached_responses(client: APIClient, prefix: str, lookup_hashes):
+def cached_responses(client: redis.Redis, prefix: str, lookup_hashes: set[str]) -> set[str]:
     return {h for h in lookup_hashes if client.exists(f"{prefix}:1:idempotency:response:{h}")}
 
 
 @needs_redis
-def test_cached_responses_of_the_scope_leave_redis_too(redis_front: redis.Redis) -> None:
+def test_cached_responses_of_the_scope_leave_redis_too(
+    redis_front: tuple[redis.Redis, str],
+) -> None:
     raw, prefix = redis_front
     user = UserFactory()
     for key in ("r-1", "r-2"):
@@ -321,7 +322,7 @@ def test_an_unreachable_redis_fails_the_erasure_and_keeps_it_repeatable() -> Non
 # --- the command --------------------------------------------------------------------
 
 
-def run_command(*args: Any, **kwargs: Any):
+def run_command(*args: Any, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
@@ -404,7 +405,9 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(tmp_path: Path, settings_body: str, *args: Any):
+def _run_manage(
+    tmp_path: Path, settings_body: str, *args: Any
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "erasure_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,

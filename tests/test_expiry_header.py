@@ -4,6 +4,7 @@ request say until when the key is remembered, as an HTTP date."""
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,9 +22,8 @@ from django_idempotency import idempotent
 from django_idempotency.identity import lookup_hash
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, RecordFactory, api_client
+from tests.helpers import fingerprint_for, needs_redis
 from tests.settings import REDIS_URL
-from tests.test_contract import fingerprint_for
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def post(client: APIClient, key: str, amount: int = 1, query: str = "") -> Any:
     )
 
 
-def advertised(response: Any):
+def advertised(response: Any) -> int:
     return parse_http_date(response.headers[HEADER])
 
 
@@ -52,7 +52,7 @@ def expiry_on(settings: Settings) -> None:
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[redis.Redis]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     raw = redis.Redis.from_url(REDIS_URL)
     with override_settings(
@@ -72,7 +72,7 @@ def redis_front():
         raw.delete(key)
 
 
-def statements(call):
+def statements(call: Callable[[], Any]) -> tuple[Any, list[str]]:
     with CaptureQueriesContext(connection) as captured:
         response = call()
     sql = [q["sql"] for q in captured.captured_queries]
@@ -195,7 +195,7 @@ def test_problem_responses_carry_no_expiry(expiry_on: None) -> None:
 
 
 def test_the_expiry_costs_no_statement(settings: Settings) -> None:
-    def counts():
+    def counts() -> tuple[int, int]:
         client = api_client()
         key = uuid.uuid4().hex
         _, first = statements(lambda: post(client, key))
@@ -233,6 +233,7 @@ def test_a_redis_entry_cached_before_the_upgrade_replays_without_it(
         f"idempotency:response:{lookup_hash(CLIENT_SCOPE, 'old-entry', None)}"
     )
     raw = redis_front.get(response_key)
+    assert isinstance(raw, bytes)
     head, _, body = raw.partition(b"\0")
     # The four-field head an earlier version wrote.
     redis_front.set(response_key, json.dumps(json.loads(head)[:4]).encode() + b"\0" + body)

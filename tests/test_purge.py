@@ -25,18 +25,20 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
 
 
-def expired(n=1, *, ago=dt.timedelta(minutes=5), **kwargs: Any):
+def expired(
+    n: int = 1, *, ago: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any
+) -> list[IdempotencyRecord]:
     created = timezone.now() - ago - dt.timedelta(hours=24)
     return RecordFactory.create_batch(
         n, created_at=created, expires_at=created + dt.timedelta(hours=24), **kwargs
     )
 
 
-def live(n=1, **kwargs: Any):
+def live(n: int = 1, **kwargs: Any) -> list[IdempotencyRecord]:
     return RecordFactory.create_batch(n, **kwargs)
 
 
-def in_progress(*, lock_ran_out_ago):
+def in_progress(*, lock_ran_out_ago: dt.timedelta) -> IdempotencyRecord:
     locked_until = timezone.now() - lock_ran_out_ago
     return RecordFactory(
         state=State.IN_PROGRESS,
@@ -50,11 +52,11 @@ def in_progress(*, lock_ran_out_ago):
     )
 
 
-def remaining_ids():
+def remaining_ids() -> set[int]:
     return set(IdempotencyRecord.objects.values_list("pk", flat=True))
 
 
-def delete_statements(queries: list[dict[str, Any]]):
+def delete_statements(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
 
 
@@ -129,7 +131,7 @@ def test_each_batch_is_committed_before_the_next_one_starts() -> None:
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     seen_by_others = []
 
-    def look(count) -> None:
+    def look(count: int) -> None:
         with observer.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {table}")
             seen_by_others.append(cursor.fetchone()[0])
@@ -150,7 +152,7 @@ def test_a_record_renewed_between_select_and_delete_is_kept() -> None:
 
     def renew_first(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-    ):
+    ) -> Any:
         # A takeover that renews the record commits just before our DELETE.
         if sql.lstrip().upper().startswith("DELETE"):
             execute(
@@ -271,7 +273,7 @@ def test_two_purges_at_once_neither_fails_nor_double_counts() -> None:
 # --- the command ------------------------------------------------------------------
 
 
-def run_command(*args: Any, **kwargs: Any):
+def run_command(*args: Any, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
@@ -364,7 +366,9 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(tmp_path: Path, settings_body: str, *args: Any):
+def _run_manage(
+    tmp_path: Path, settings_body: str, *args: Any
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "purge_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,
@@ -430,11 +434,11 @@ def test_works_without_use_tz(settings: Settings) -> None:
 @pytest.mark.django_db(databases=["default", "records"])
 def test_purges_the_records_alias_from_the_setting(settings: Settings) -> None:
     settings.IDEMPOTENCY = {"DATABASE": "records"}
-    RecordFactory._meta.database = "records"
+    RecordFactory._meta.database = "records"  # type: ignore[attr-defined]  # see test_admin
     try:
         expired(2)
     finally:
-        RecordFactory._meta.database = "default"
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
     on_default = expired(1)
 
     assert purge().expired == 2

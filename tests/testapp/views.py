@@ -1,6 +1,7 @@
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from rest_framework import generics, status, viewsets
@@ -100,18 +101,18 @@ class PaymentAPIView(APIView):
         return _create(request)
 
 
-class PaymentCreateView(IdempotencyMixin, generics.ListCreateAPIView):
+class PaymentCreateView(IdempotencyMixin, generics.ListCreateAPIView[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
     idempotency_options = {"required": True, "key_pattern": r"[0-9a-f-]{36}"}
 
 
-class PaymentViewSet(viewsets.ModelViewSet):
+class PaymentViewSet(viewsets.ModelViewSet[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
 
     @idempotent(required=True)
-    def create(self, request: Request, *args: Any, **kwargs: Any):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().create(request, *args, **kwargs)
 
     @action(detail=False, methods=["post"])
@@ -120,7 +121,7 @@ class PaymentViewSet(viewsets.ModelViewSet):
         return _create(request, reference="refund")
 
 
-class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet):
+class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
 
@@ -228,18 +229,18 @@ def guest_order_view(request: Request) -> Response:
     return _create(request)
 
 
-def tenant_scope(request: HttpRequest):
+def tenant_scope(request: Request) -> str:
     """A scope callable: keys live in the tenant named by a header."""
     return "tenant:" + request.headers.get("X-Tenant", "none")
 
 
-def amount_fingerprint(request: HttpRequest) -> str:
+def amount_fingerprint(request: Request) -> str:
     """A fingerprint callable: only the amount must match for a retry."""
-    return str(request.data.get("amount"))
+    return str(cast(dict[str, Any], request.data).get("amount"))
 
 
 #: name -> options of a function view served at ``/options/<name>/``.
-OPTION_VIEWS = {
+OPTION_VIEWS: dict[str, dict[str, Any]] = {
     "header": {"header": "X-Custom-Key"},
     "required": {"required": True},
     "methods": {"methods": ["PUT", "DELETE"]},
@@ -264,13 +265,14 @@ OPTION_VIEWS = {
 }
 
 
-def _option_view(name: str, options: dict[str, Any]):
+def _option_view(name: str, options: dict[str, Any]) -> Callable[..., Any]:
     @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
     @idempotent(**options)
     def view(request: Request) -> Response:
         return _create(request, reference=name)
 
-    view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"
+    # api_view() returns the function it was given; the stubs call it AsView.
+    view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"  # type: ignore[attr-defined]
     return view
 
 
