@@ -30,11 +30,13 @@ def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def send(client: APIClient, boundary: str, amount: int = "3", file_content=b"receipt"):
+def send(
+    client: APIClient, boundary: str, amount: str = "3", file_content: bytes = b"receipt"
+) -> Any:
     return client.generic(
         "POST",
         "/function/",
-        multipart(boundary, amount, file_content),
+        multipart(boundary, amount, file_content),  # type: ignore[arg-type]  # stubs: str; Django takes bytes
         content_type=f"multipart/form-data; boundary={boundary}",
         HTTP_IDEMPOTENCY_KEY="upload-1",
     )
@@ -73,7 +75,7 @@ def test_test_client_uploads_are_fingerprinted_by_content() -> None:
     assert retry["Idempotent-Replayed"] == "true"
 
 
-def _send(client: APIClient, body: Any, content_type: str, key: str, **extra: Any):
+def _send(client: APIClient, body: Any, content_type: str, key: str, **extra: Any) -> Any:
     return client.generic(
         "POST", "/function/", body, content_type=content_type, HTTP_IDEMPOTENCY_KEY=key, **extra
     )

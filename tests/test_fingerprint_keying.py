@@ -3,6 +3,7 @@ cannot be recovered from a row by brute force, and rotating the secret (the
 old one in SECRET_KEY_FALLBACKS) keeps live keys replaying."""
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ def post(client: APIClient, key: str, amount: int) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def _unkeyed_guesses(amount_range):
+def _unkeyed_guesses(amount_range: Iterable[int]) -> Iterator[tuple[int, str]]:
     """What an attacker with the row could compute without the secret: the
     old scheme (SHA-256 of method, path, query and SHA-256 of the body)."""
     from rest_framework.request import Request

@@ -33,7 +33,7 @@ print(json.dumps({"status": response.status_code, "headers": dict(response.heade
 """
 
 
-def _run(tmp_path: Path, *args: Any):
+def _run(tmp_path: Path, *args: Any) -> subprocess.CompletedProcess[str]:
     (tmp_path / "unmigrated_settings.py").write_text(
         _PROJECT.format(db=str(tmp_path / "empty.sqlite3"))
     )

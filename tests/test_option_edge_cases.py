@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest
 from django.test import Client
 from django.urls import path
 from rest_framework.decorators import api_view
@@ -17,7 +16,7 @@ from tests.factories import api_client
 from tests.testapp.models import Payment
 
 
-def body_only(request: HttpRequest):
+def body_only(request: Request) -> bytes:
     return request._request.body
 
 

@@ -490,13 +490,15 @@ def test_max_response_bytes_oversized_response_passes_through_unstored(
 def test_max_response_bytes_default_stores_ordinary_responses(client: APIClient) -> None:
     post(client, "/binary/", key="k")  # 1 KiB of binary
 
-    assert len(record_for("k").response_body) == 1024
+    body = record_for("k").response_body
+    assert body is not None
+    assert len(body) == 1024
 
 
 # lock_timeout -----------------------------------------------------------------
 
 
-def _abandoned(key: str, locked_until, url: str = "/function/"):
+def _abandoned(key: str, locked_until: dt.datetime, url: str = "/function/") -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(minutes=5)
     return RecordFactory(
         key=key,
@@ -526,6 +528,7 @@ def test_lock_timeout_abandoned_record_is_taken_over(
     assert record.pk == old.pk
     assert record.state == State.COMPLETED
     assert record.token != old.token
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert any("abandoned" in r.getMessage() for r in caplog.records)
     # The taken-over record now replays like any other.

@@ -28,7 +28,8 @@ from django_idempotency.lookup import OutcomeLookupView
 from django_idempotency.models import IdempotencyRecord, State
 from tests import clock
 from tests.factories import RecordFactory, api_client
-from tests.test_redis import needs_redis, redis_lock  # noqa: F401  (a fixture)
+from tests.helpers import needs_redis
+from tests.test_redis import redis_lock  # noqa: F401  (a fixture)
 from tests.urls import urlpatterns as test_urlpatterns
 
 urlpatterns = [*test_urlpatterns, path("idempotency/", include("django_idempotency.urls"))]
@@ -179,7 +180,7 @@ def test_another_callers_key_is_indistinguishable_from_an_unknown_key(
 
 
 def _tenant(request: Any) -> str:
-    return "tenant:" + request.headers["X-Tenant"]
+    return "tenant:" + str(request.headers["X-Tenant"])
 
 
 def test_the_scope_setting_decides_whose_keys_are_found() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -26,7 +27,7 @@ _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSA
 TABLE = IdempotencyRecord._meta.db_table
 
 
-def records_connection():
+def records_connection() -> BaseDatabaseWrapper:
     return connections[conf.get_settings().database]
 
 
@@ -34,7 +35,9 @@ def is_postgresql() -> bool:
     return records_connection().vendor == "postgresql"
 
 
-def statements(client: APIClient, url: str, data: Any = None, **kwargs: Any):
+def statements(
+    client: APIClient, url: str, data: Any = None, **kwargs: Any
+) -> tuple[Any, list[str]]:
     """(response, the statements it sent, transaction control left out)."""
     with CaptureQueriesContext(records_connection()) as captured:
         response = post(client, url, data, **kwargs)
@@ -42,7 +45,7 @@ def statements(client: APIClient, url: str, data: Any = None, **kwargs: Any):
     return response, [s for s in sql if not s.lstrip().upper().startswith(_CONTROL)]
 
 
-def baseline(client: APIClient, method: str = "post"):
+def baseline(client: APIClient, method: str = "post") -> int:
     """Statements of the same request to the view without the app."""
     response, sql = statements(client, "/bare/", method=method)
     assert response.status_code == 201
@@ -112,7 +115,7 @@ def test_first_request_released_after_a_validation_error_adds_at_most_two(
 # Rules 6-8: answered from the record -------------------------------------------
 
 
-def _expected_answer_cost():
+def _expected_answer_cost() -> int:
     return 1 if is_postgresql() else 2
 
 

@@ -12,6 +12,7 @@ import json
 import shlex
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -43,7 +44,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(autouse=True)
-def _sample_urls():
+def _sample_urls() -> Iterator[None]:
     with override_settings(ROOT_URLCONF="sample_project.urls"):
         yield
 
@@ -56,12 +57,12 @@ def _client_for(user: User) -> APIClient:
 
 
 @pytest.fixture
-def alice(db: None):
+def alice(db: None) -> User:
     return UserFactory(username="alice")
 
 
 @pytest.fixture
-def bob(db: None):
+def bob(db: None) -> User:
     return UserFactory(username="bob")
 
 
@@ -80,9 +81,9 @@ def post(
     path: str,
     body: Any,
     key: str | None = None,
-    header="Idempotency-Key",
-    headers=None,
-    form=False,
+    header: str = "Idempotency-Key",
+    headers: dict[str, str] | None = None,
+    form: bool = False,
 ) -> Any:
     """POST like an API client: JSON, or form fields as ``curl -d`` sends them."""
     headers = dict(headers or {})
@@ -100,7 +101,8 @@ def post(
 
 def problem_code(response: Any) -> str:
     assert response["Content-Type"] == PROBLEM
-    return response.json()["code"]
+    code: str = response.json()["code"]
+    return code
 
 
 def assert_replay_of(replay: Any, original: Any, status: int | None = None) -> None:
@@ -502,7 +504,7 @@ class TestAsyncGroup:
     URL = "/async/transfers/"
 
     @staticmethod
-    def send(user: User, key: str | None = None, body: Any = TRANSFER):
+    def send(user: User, key: str | None = None, body: Any = TRANSFER) -> Any:
         from asgiref.sync import async_to_sync
         from django.test import AsyncClient
 
@@ -630,15 +632,15 @@ def _curl_to_request(line: str) -> tuple[str, str, dict[str, str], str]:
     words = shlex.split(line)
     assert words[0] == "curl"
     method, url, headers, body = "GET", "", {}, ""
-    words = iter(words[1:])
-    for word in words:
+    rest = iter(words[1:])
+    for word in rest:
         if word == "-X":
-            method = next(words)
+            method = next(rest)
         elif word == "-H":
-            name, _, value = next(words).partition(": ")
+            name, _, value = next(rest).partition(": ")
             headers[name] = value
         elif word == "-d":
-            body = next(words)
+            body = next(rest)
         elif word.startswith("http"):
             url = word
     return method, url.removeprefix("http://127.0.0.1:8000"), headers, body
@@ -688,7 +690,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 @pytest.fixture
-def sample_server(transactional_db: None):
+def sample_server(transactional_db: None) -> Iterator[str]:
     """The sample project served over real HTTP, as ``make demo`` serves it."""
     server = make_server(
         "127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingServer, handler_class=_QuietHandler

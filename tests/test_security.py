@@ -17,7 +17,7 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user: User):
+def client_for(user: User) -> APIClient:
     client = api_client()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
@@ -181,7 +181,9 @@ def test_binary_body_is_replayed_byte_for_byte(client: APIClient) -> None:
     assert retry.content == first.content
     assert retry["Content-Type"] == "application/pdf"
     assert retry["Idempotent-Replayed"] == "true"
-    assert bytes(record_for("k").response_body) == first.content
+    body = record_for("k").response_body
+    assert body is not None
+    assert bytes(body) == first.content
     assert Payment.objects.count() == 1
 
 
@@ -257,17 +259,19 @@ def test_malformed_keys_are_400_naming_the_rule_and_the_view_does_not_run(
 CSRF_SECRET = "A" * 32
 
 
-def session_client(user: User):
+def session_client(user: User) -> APIClient:
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     client.cookies["csrftoken"] = CSRF_SECRET
     return client
 
 
-def upload(client: APIClient, content, key: str = "k", csrf=CSRF_SECRET) -> Any:
+def upload(
+    client: APIClient, content: bytes, key: str = "k", csrf: str | None = CSRF_SECRET
+) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    extra = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
+    extra: dict[str, Any] = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
     return client.post(
         "/function/",
         {"amount": "10", "scan": SimpleUploadedFile("scan.pdf", content)},
@@ -293,6 +297,7 @@ def test_multipart_upload_read_by_the_csrf_check_is_fingerprinted_by_content(use
     assert_problem(other_file, 422, "idempotency_key_reused")
     assert Payment.objects.count() == 1
     record = record_for("k")
+    assert record.response_body is not None
     assert b"passport" not in bytes(record.response_body)
     assert "passport" not in record.response_headers
 

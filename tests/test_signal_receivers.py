@@ -1,6 +1,7 @@
 """A broken metrics receiver must not break the API it measures."""
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ def broken_receiver(**kwargs: Any) -> None:
 
 
 @pytest.fixture
-def broken():
+def broken() -> Iterator[None]:
     idempotency_stored.connect(broken_receiver)
     idempotency_replayed.connect(broken_receiver)
     yield
@@ -26,7 +27,7 @@ def broken():
 
 
 def test_failing_receiver_is_logged_and_the_request_still_succeeds(
-    broken, caplog: pytest.LogCaptureFixture
+    broken: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = api_client()
     with caplog.at_level(logging.ERROR, logger="django.dispatch"):
@@ -35,5 +36,5 @@ def test_failing_receiver_is_logged_and_the_request_still_succeeds(
     assert first.status_code == 201
     assert replay["Idempotent-Replayed"] == "true"
     assert Payment.objects.count() == 1
-    logged = [r.exc_info[0] for r in caplog.records if r.name == "django.dispatch"]
+    logged = [r.exc_info and r.exc_info[0] for r in caplog.records if r.name == "django.dispatch"]
     assert logged == [ValueError, ValueError]

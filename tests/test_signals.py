@@ -2,6 +2,7 @@
 
 import datetime as dt
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,10 +29,10 @@ BODY = {"amount": 4200, "reference": "never-logged-reference"}
 
 
 @pytest.fixture
-def fired():
+def fired() -> Iterator[list[tuple[str, Any, dict[str, Any]]]]:
     """Every signal sent during the test, as (name, sender, kwargs)."""
-    events = []
-    receivers = {}
+    events: list[tuple[str, Any, dict[str, Any]]] = []
+    receivers: dict[str, Callable[..., None]] = {}
     for name, signal in ALL.items():
 
         def receiver(sender: Any, *, name: str = name, **kwargs: Any) -> None:
@@ -51,7 +52,9 @@ def post(
     return client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key, **extra)
 
 
-def only(events, name: str):
+def only(
+    events: list[tuple[str, Any, dict[str, Any]]], name: str
+) -> tuple[str, Any, dict[str, Any]]:
     assert [e[0] for e in events] == [name]
     return events[0]
 
@@ -156,7 +159,7 @@ def test_no_signal_without_a_key(
 # --- logging ----------------------------------------------------------------------
 
 
-def logged(caplog: pytest.LogCaptureFixture):
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "django_idempotency"]
 
 

@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
 from django_idempotency.testing import (
@@ -24,11 +23,11 @@ AMOUNT = {"amount": 10}
 
 
 @pytest.fixture
-def client():
+def client() -> IdempotentAPIClient:
     return IdempotentAPIClient(HTTP_X_API_KEY=CLIENT_API_KEY)
 
 
-def test_every_unsafe_request_gets_a_fresh_key(client: APIClient) -> None:
+def test_every_unsafe_request_gets_a_fresh_key(client: IdempotentAPIClient) -> None:
     first = client.post("/function/", AMOUNT, format="json")
     second = client.post("/function/", AMOUNT, format="json")
 
@@ -39,14 +38,14 @@ def test_every_unsafe_request_gets_a_fresh_key(client: APIClient) -> None:
     assert len(set(IdempotencyRecord.objects.values_list("key", flat=True))) == 2
 
 
-def test_safe_requests_carry_no_key(client: APIClient) -> None:
+def test_safe_requests_carry_no_key(client: IdempotentAPIClient) -> None:
     client.get("/function/")
 
     assert client.last_idempotency_key is None
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_resend_is_a_retry_with_the_same_key(client: APIClient) -> None:
+def test_resend_is_a_retry_with_the_same_key(client: IdempotentAPIClient) -> None:
     first = client.post("/function/", AMOUNT, format="json")
     retry = client.resend()
 
@@ -55,7 +54,7 @@ def test_resend_is_a_retry_with_the_same_key(client: APIClient) -> None:
     assert IdempotencyRecord.objects.get().key == client.last_idempotency_key
 
 
-def test_a_given_key_is_sent_and_none_sends_no_key(client: APIClient) -> None:
+def test_a_given_key_is_sent_and_none_sends_no_key(client: IdempotentAPIClient) -> None:
     client.post("/function/", AMOUNT, format="json", idempotency_key="pay-1")
     client.post("/function/", AMOUNT, format="json", idempotency_key=None)
 
@@ -63,7 +62,7 @@ def test_a_given_key_is_sent_and_none_sends_no_key(client: APIClient) -> None:
     assert Payment.objects.count() == 2
 
 
-def test_a_key_header_set_by_the_test_wins(client: APIClient) -> None:
+def test_a_key_header_set_by_the_test_wins(client: IdempotentAPIClient) -> None:
     client.post("/function/", AMOUNT, format="json", headers={"Idempotency-Key": "mine"})
 
     assert IdempotencyRecord.objects.get().key == "mine"
@@ -76,7 +75,7 @@ def test_another_key_header_for_views_configured_with_one() -> None:
     assert client.resend().status_code == 409  # that view answers replays with 409
 
 
-def test_assert_runs_once_passes_for_a_protected_view(client: APIClient) -> None:
+def test_assert_runs_once_passes_for_a_protected_view(client: IdempotentAPIClient) -> None:
     responses = assert_runs_once(
         lambda: client.post("/function/", AMOUNT, format="json", idempotency_key="once"), times=4
     )
@@ -85,7 +84,7 @@ def test_assert_runs_once_passes_for_a_protected_view(client: APIClient) -> None
     assert Payment.objects.count() == 1
 
 
-def test_assert_runs_once_fails_for_a_view_without_protection(client: APIClient) -> None:
+def test_assert_runs_once_fails_for_a_view_without_protection(client: IdempotentAPIClient) -> None:
     with pytest.raises(AssertionError, match="stored 0 times"):
         assert_runs_once(
             lambda: client.post("/bare/", AMOUNT, format="json", idempotency_key="twice")
@@ -93,7 +92,9 @@ def test_assert_runs_once_fails_for_a_view_without_protection(client: APIClient)
     assert Payment.objects.count() == 3
 
 
-def test_assert_runs_once_fails_when_a_retry_is_answered_otherwise(client: APIClient) -> None:
+def test_assert_runs_once_fails_when_a_retry_is_answered_otherwise(
+    client: IdempotentAPIClient,
+) -> None:
     def send() -> Any:
         return client.post(
             "/function/",
@@ -106,19 +107,19 @@ def test_assert_runs_once_fails_when_a_retry_is_answered_otherwise(client: APICl
         assert_runs_once(send)
 
 
-def test_assert_replayed_fails_on_a_first_answer(client: APIClient) -> None:
+def test_assert_replayed_fails_on_a_first_answer(client: IdempotentAPIClient) -> None:
     with pytest.raises(AssertionError, match="expected a replay"):
         assert_replayed(client.post("/function/", AMOUNT, format="json"))
 
 
-def test_assert_not_replayed_fails_on_a_replay(client: APIClient) -> None:
+def test_assert_not_replayed_fails_on_a_replay(client: IdempotentAPIClient) -> None:
     client.post("/function/", AMOUNT, format="json")
 
     with pytest.raises(AssertionError, match="got a replay"):
         assert_not_replayed(client.resend())
 
 
-def test_outcomes_are_counted_without_the_replay_header(client: APIClient) -> None:
+def test_outcomes_are_counted_without_the_replay_header(client: IdempotentAPIClient) -> None:
     with count_outcomes() as outcomes:
         client.post("/options/no-replayed-header/", AMOUNT, format="json")
         retry = client.resend()

@@ -14,8 +14,8 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def _post(client: APIClient, path: str, key: str = "nul-1", **extra: Any) -> Any:
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+def _post(client: APIClient, path: str, key: str | None = "nul-1", **extra: Any) -> Any:
+    headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
     return client.post(path, {"amount": 1}, format="json", **headers, **extra)
 
 
