@@ -606,7 +606,7 @@ def test_detail_escapes_and_truncates(admin_client: Client) -> None:
         (b'{"a": [1, 2]}', "application/problem+json; charset=utf-8", "&quot;a&quot;: [\n    1,"),
     ],
 )
-def test_body_rendering(body: Any, content_type: str, expected: str) -> None:
+def test_body_rendering(body: bytes, content_type: str, expected: str) -> None:
     assert expected in record_admin.render_body(body, content_type)
 
 

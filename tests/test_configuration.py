@@ -103,25 +103,27 @@ def test_upper_case_option_name_is_refused_per_view() -> None:
 
 
 @pytest.mark.parametrize(("options", "name"), BAD_TYPES)
-def test_wrong_type_fails_at_decoration(options: Any, name: str) -> None:
+def test_wrong_type_fails_at_decoration(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         idempotent(**options)
 
 
 @pytest.mark.parametrize(("options", "name"), BAD_TYPES)
-def test_wrong_type_fails_on_mixin_subclass_creation(options: Any, name: str) -> None:
+def test_wrong_type_fails_on_mixin_subclass_creation(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         make_mixin_view(options)
 
 
 @pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
-def test_impossible_combination_fails_at_decoration(options: Any, name: str) -> None:
+def test_impossible_combination_fails_at_decoration(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         idempotent(**options)
 
 
 @pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
-def test_impossible_combination_fails_on_mixin_subclass_creation(options: Any, name: str) -> None:
+def test_impossible_combination_fails_on_mixin_subclass_creation(
+    options: dict[str, Any], name: str
+) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         make_mixin_view(options)
 

@@ -71,7 +71,7 @@ def test_rule1_mixin_ignores_safe_methods_on_a_required_view(client: APIClient) 
 
 
 @pytest.mark.parametrize(("url", "required"), OPTIONAL_KINDS)
-def test_rule2_no_key_runs_unprotected(client: APIClient, url: Any, required: Any) -> None:
+def test_rule2_no_key_runs_unprotected(client: APIClient, url: str, required: bool) -> None:
     first = post(client, url)
     second = post(client, url)
 
@@ -82,7 +82,7 @@ def test_rule2_no_key_runs_unprotected(client: APIClient, url: Any, required: An
 
 
 @pytest.mark.parametrize(("url", "required"), [*REQUIRED_KINDS, ("/letters/", True)])
-def test_rule2_required_key_missing_is_400(client: APIClient, url: Any, required: Any) -> None:
+def test_rule2_required_key_missing_is_400(client: APIClient, url: str, required: bool) -> None:
     response = post(client, url)
 
     assert_problem(response, 400, "idempotency_key_missing")

@@ -466,7 +466,7 @@ def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys: Re
 
 
 def sample_manage(
-    tmp_path: Path, encryption_keys: str, *args: Any
+    tmp_path: Path, encryption_keys: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(

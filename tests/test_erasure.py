@@ -322,7 +322,7 @@ def test_an_unreachable_redis_fails_the_erasure_and_keeps_it_repeatable() -> Non
 # --- the command --------------------------------------------------------------------
 
 
-def run_command(*args: Any, **kwargs: Any) -> tuple[str, str]:
+def run_command(*args: str, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
@@ -406,7 +406,7 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
 
 
 def _run_manage(
-    tmp_path: Path, settings_body: str, *args: Any
+    tmp_path: Path, settings_body: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
     (tmp_path / "erasure_test_settings.py").write_text(settings_body)
     env = {

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +32,7 @@ print(json.dumps({"status": response.status_code, "headers": dict(response.heade
 """
 
 
-def _run(tmp_path: Path, *args: Any) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "unmigrated_settings.py").write_text(
         _PROJECT.format(db=str(tmp_path / "empty.sqlite3"))
     )

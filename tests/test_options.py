@@ -6,7 +6,6 @@ The views live at ``/options/<name>/`` (tests/testapp/views.py OPTION_VIEWS).
 import datetime as dt
 import logging
 import re
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -125,7 +124,7 @@ def test_methods_default_protects_post_and_patch_only(client: APIClient) -> None
 
 
 @pytest.mark.parametrize(("key", "rule"), [("k" * 7, "at least 8"), ("k" * 17, "at most 16")])
-def test_key_length_bounds_are_enforced(client: APIClient, key: Any, rule: str) -> None:
+def test_key_length_bounds_are_enforced(client: APIClient, key: str, rule: str) -> None:
     problem = assert_problem(post(client, opt("lengths"), key=key), 400, "idempotency_key_invalid")
 
     assert rule in problem["detail"]
@@ -392,7 +391,7 @@ def test_request_id_well_formed_incoming_id_is_kept(client: APIClient) -> None:
 
 
 @pytest.mark.parametrize("incoming", ["has spaces", "x" * 500, "<script>", ""])
-def test_request_id_malformed_incoming_id_is_replaced(client: APIClient, incoming: Any) -> None:
+def test_request_id_malformed_incoming_id_is_replaced(client: APIClient, incoming: str) -> None:
     response = post(client, "/function/", key="k", HTTP_X_REQUEST_ID=incoming)
 
     assert response["X-Request-Id"]

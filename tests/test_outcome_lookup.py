@@ -243,7 +243,7 @@ def test_a_lookup_body_that_is_not_a_bool_is_refused_by_the_setting_check() -> N
         ("tab%09inside", "control characters"),
     ],
 )
-def test_a_key_that_breaks_the_key_rules_is_a_400(client: APIClient, key: Any, rule: str) -> None:
+def test_a_key_that_breaks_the_key_rules_is_a_400(client: APIClient, key: str, rule: str) -> None:
     body = problem(look_up(client, key), 400, "idempotency_key_invalid")
     assert rule in body["detail"]
 

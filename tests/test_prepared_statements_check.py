@@ -69,7 +69,9 @@ def test_prepared_statements_behind_what_looks_like_pgbouncer_warn(entries: dict
         ),
     ],
 )
-def test_no_warning_where_nothing_is_prepared_or_nothing_suggests_pgbouncer(entries: Any) -> None:
+def test_no_warning_where_nothing_is_prepared_or_nothing_suggests_pgbouncer(
+    entries: dict[str, Any],
+) -> None:
     assert w004(**entries) == []
 
 

@@ -232,7 +232,7 @@ def test_logs_one_debug_line_and_nothing_louder(caplog: pytest.LogCaptureFixture
         (" 0s ", dt.timedelta()),
     ],
 )
-def test_parse_age(text: str, expected: Any) -> None:
+def test_parse_age(text: str, expected: dt.timedelta) -> None:
     assert parse_age(text) == expected
 
 
@@ -273,7 +273,7 @@ def test_two_purges_at_once_neither_fails_nor_double_counts() -> None:
 # --- the command ------------------------------------------------------------------
 
 
-def run_command(*args: Any, **kwargs: Any) -> tuple[str, str]:
+def run_command(*args: str, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
@@ -367,7 +367,7 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
 
 
 def _run_manage(
-    tmp_path: Path, settings_body: str, *args: Any
+    tmp_path: Path, settings_body: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
     (tmp_path / "purge_test_settings.py").write_text(settings_body)
     env = {

@@ -81,7 +81,7 @@ def test_missing_required_key_sends_no_statement(client: APIClient) -> None:
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "cl\u00e9", "a, b", "a b"])
-def test_invalid_key_sends_no_statement(client: APIClient, key: Any) -> None:
+def test_invalid_key_sends_no_statement(client: APIClient, key: str) -> None:
     response, sql = statements(client, "/function/", key=key)
 
     assert_problem(response, 400, "idempotency_key_invalid")

@@ -351,7 +351,7 @@ class TestTXCloud:
             ("user:123:verify", 400),
         ],
     )
-    def test_key_rule(self, as_alice: APIClient, key: Any, status: int) -> None:
+    def test_key_rule(self, as_alice: APIClient, key: str, status: int) -> None:
         response = post(as_alice, self.VERIFY, IDENTITY, key=key)
 
         assert response.status_code == status
@@ -569,7 +569,7 @@ class TestORZCash:
             (str(uuid.uuid4()) + "0", 400),
         ],
     )
-    def test_key_is_a_uuid(self, as_alice: APIClient, key: Any, status: int) -> None:
+    def test_key_is_a_uuid(self, as_alice: APIClient, key: str, status: int) -> None:
         response = post(as_alice, self.URL, TRANSFER, key=key)
 
         assert response.status_code == status
