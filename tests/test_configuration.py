@@ -202,7 +202,7 @@ def plain_function_view(request: HttpRequest) -> HttpResponse:
 
 class PlainClassView(View):
     @idempotent
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=201)
 
 
