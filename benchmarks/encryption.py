@@ -111,7 +111,7 @@ def build_urls() -> None:
         urlpatterns.append(path(f"{size}/", view))
 
 
-def timed(operation: Callable[[int], None], n: int) -> float:
+def timed(operation: Callable[[int], object], n: int) -> float:
     """Mean seconds per call of ``operation(i)`` for i in range(n)."""
     started = time.perf_counter()
     for i in range(n):

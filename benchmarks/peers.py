@@ -24,7 +24,7 @@ def _drf_idempotencykey() -> Callable[..., Any]:
     from drf_idempotencykey.mixins import DrfIdempotencyKeyMixin
     from rest_framework.views import APIView
 
-    class Orders(DrfIdempotencyKeyMixin, APIView):
+    class Orders(DrfIdempotencyKeyMixin, APIView):  # type: ignore[misc]  # a peer: not installed here
         def post(self, request: Any) -> Any:
             return create_order(request)
 
@@ -44,7 +44,7 @@ def _rest_framework_idempotency_key() -> Callable[..., Any]:
     from rest_framework_idempotency_key.decorators import simple_idempotency_key_method
 
     class Orders(APIView):
-        @simple_idempotency_key_method
+        @simple_idempotency_key_method  # type: ignore[untyped-decorator]  # a peer: no hints
         def post(self, request: Any) -> Any:
             return create_order(request)
 
@@ -57,7 +57,8 @@ def _django_idempotency_key() -> Callable[..., Any]:
 
     # Its middleware reads the flags from the resolved view function, so the
     # decorator goes on the as_view() callable (opt-in per view, as ours).
-    return idempotency_key(optional=True)(PlainOrders.as_view())
+    view: Callable[..., Any] = idempotency_key(optional=True)(PlainOrders.as_view())
+    return view
 
 
 PEERS: dict[str, dict[str, Any]] = {

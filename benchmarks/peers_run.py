@@ -170,9 +170,11 @@ def correctness(run: Any, name: str | None, concurrency: int) -> dict[str, Any]:
         _wait_for_workers(server, logfile, base, concurrency)
         result = _race(url, concurrency)
         with psycopg.connect(host="127.0.0.1", user="postgres", dbname=database) as conn:
-            result["views_ran"] = conn.execute(
+            row = conn.execute(
                 "SELECT count(*) FROM benchsite_order WHERE note = %s", [result.pop("marker")]
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None
+            result["views_ran"] = row[0]
         result.update(_cross_user(url))
         result["requests"] = concurrency
         return result

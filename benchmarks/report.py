@@ -70,12 +70,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         group = {"db": "postgresql", "lock": "database", "sync": sync}
         rows = [r for r in results["overhead"] if all(r.get(k) == v for k, v in group.items())]
         first = overhead_ratio(rows, "ours", "floor", "first", **group)
-        value = first and first["overhead_ratio"]
+        value: float | None = None if first is None else first["overhead_ratio"]
         out.append(
             {
                 "name": f"first-request overhead within 1.3x of the floor (PostgreSQL, {sync=})",
                 "value": None
-                if value is None
+                if first is None or value is None
                 else f"{value:.2f}x the floor's added latency "
                 f"({first['ours_added_us']:.0f} vs {first['floor_added_us']:.0f} us; "
                 f"whole request {first['total_ratio']:.2f}x the floor's)",

@@ -58,7 +58,8 @@ def bench_python(args: argparse.Namespace) -> str:
     mode (peers, matplotlib; never the package's dependencies), the current
     one in smoke mode."""
     if args.python:
-        return args.python
+        given: str = args.python
+        return given
     if args.smoke:
         return sys.executable
     python = BENCH_VENV / "bin" / "python"
@@ -104,7 +105,8 @@ class Runner:
             raise RuntimeError(
                 f"worker failed ({config}, {plan.get('action', 'measure')}):\n{proc.stderr[-4000:]}"
             )
-        return json.loads(out.read_text())
+        measured: dict[str, Any] = json.loads(out.read_text())
+        return measured
 
     def plan(self, variants: list[str], scenarios: list[str]) -> dict[str, Any]:
         return {

@@ -109,7 +109,8 @@ def call(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     def start_response(line: str, _headers: list[Any], _exc: Any = None) -> None:
         status.append(line)
 
-    result = handler(environ(path, body, headers), start_response)
+    # A start_response that returns no write() callable: Django never calls it.
+    result = handler(environ(path, body, headers), start_response)  # type: ignore[arg-type]
     try:
         content = b"".join(result)
     finally:
@@ -419,11 +420,16 @@ def main_serve(plan: dict[str, Any]) -> dict[str, Any]:
     return {"samples": samples}
 
 
+def main_setup(plan: dict[str, Any]) -> dict[str, Any]:
+    setup_database()
+    return {}
+
+
 ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "measure": main_measure,
     "serve": main_serve,
     "profile": main_profile,
-    "setup": lambda plan: (setup_database(), {})[1],
+    "setup": main_setup,
 }
 
 

@@ -122,7 +122,8 @@ def check_schema_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         from drf_spectacular.openapi import AutoSchema
         from rest_framework.settings import api_settings
 
-        schema_class = api_settings.DEFAULT_SCHEMA_CLASS
+        # The stubs type the setting as its import string; DRF resolves it to the class.
+        schema_class: object = api_settings.DEFAULT_SCHEMA_CLASS
     except ImportError:
         return []  # DRF and drf-spectacular report their own import errors
     from .openapi import IdempotencySchemaMixin

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -9,22 +10,22 @@ pytest_plugins = ["django_idempotency.fixtures"]
 
 
 @pytest.fixture
-def client():
+def client() -> APIClient:
     return api_client()
 
 
 @pytest.fixture
-def anonymous_client():
+def anonymous_client() -> APIClient:
     return APIClient()
 
 
 @pytest.fixture
-def user(db):
+def user(db: None) -> User:
     return UserFactory()
 
 
 @pytest.fixture
-def user_client(user):
+def user_client(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
@@ -32,7 +33,7 @@ def user_client(user):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttles():
+def _fresh_throttles() -> None:
     from django.core.cache import cache
 
     cache.clear()

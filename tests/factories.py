@@ -2,10 +2,11 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -23,15 +24,26 @@ def api_client(api_key: str = CLIENT_API_KEY, **options: Any) -> APIClient:
     return APIClient(HTTP_X_API_KEY=api_key, **options)
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    if TYPE_CHECKING:
+        # Calling a factory creates its model (factory_boy's metaclass __call__); its
+        # declared __new__ is untyped. The model is not a subclass of the factory.
+        def __new__(cls, **kwargs: Any) -> User:  # type: ignore[misc]
+            ...
+
     class Meta:
         model = get_user_model()
 
     username = factory.Sequence(lambda n: f"user{n}")
 
 
-class RecordFactory(factory.django.DjangoModelFactory):
+class RecordFactory(factory.django.DjangoModelFactory[IdempotencyRecord]):
     """A completed record, as a first request would have left it."""
+
+    if TYPE_CHECKING:  # as for UserFactory
+
+        def __new__(cls, **kwargs: Any) -> IdempotencyRecord:  # type: ignore[misc]
+            ...
 
     class Meta:
         model = IdempotencyRecord

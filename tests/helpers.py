@@ -5,11 +5,12 @@ can be used."""
 import json
 import os
 import uuid
+from typing import Any
 
 import pytest
 import redis
 from rest_framework.request import Request
-from rest_framework.test import APIRequestFactory
+from rest_framework.test import APIClient, APIRequestFactory
 
 from django_idempotency.identity import default_fingerprint, keyed_fingerprints
 from django_idempotency.models import IdempotencyRecord
@@ -33,22 +34,31 @@ def _redis_available() -> bool:
 needs_redis = pytest.mark.skipif(not _redis_available(), reason="Redis is not reachable")
 
 
-def new_key():
+def new_key() -> str:
     # A UUID suits every view, including the one with key_pattern [0-9a-f-]{36}.
     return str(uuid.uuid4())
 
 
-def post(client, url, data=None, key=None, *, method="post", header="Idempotency-Key", **extra):
+def post(
+    client: APIClient,
+    url: str,
+    data: Any = None,
+    key: str | None = None,
+    *,
+    method: str = "post",
+    header: str = "Idempotency-Key",
+    **extra: Any,
+) -> Any:
     if key is not None:
         extra["HTTP_" + header.upper().replace("-", "_")] = key
     body = {"amount": 10} if data is None else data
     return getattr(client, method)(url, body, format="json", **extra)
 
 
-def assert_problem(response, status, code):
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status
     assert response["Content-Type"] == "application/problem+json"
-    problem = json.loads(response.content)
+    problem: dict[str, Any] = json.loads(response.content)
     assert set(problem) >= PROBLEM_FIELDS
     assert problem["status"] == status
     assert problem["code"] == code
@@ -58,12 +68,12 @@ def assert_problem(response, status, code):
     return problem
 
 
-def fingerprint_for(url, data, method="post", query=""):
+def fingerprint_for(url: str, data: Any, method: str = "post", query: str = "") -> str:
     """The default fingerprint of the request APIClient sends with ``post()``."""
     factory = APIRequestFactory()
     django_request = getattr(factory, method)(url + query, data, format="json")
     return keyed_fingerprints(default_fingerprint(Request(django_request)))[0]
 
 
-def record_for(key):
+def record_for(key: str) -> IdempotencyRecord:
     return IdempotencyRecord.objects.get(key=key)

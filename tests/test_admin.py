@@ -14,6 +14,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import Settings
+from rest_framework.test import APIClient
 
 from django_idempotency import admin as record_admin
 from django_idempotency.models import IdempotencyRecord, State
@@ -26,11 +28,11 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "admin:django_idempotency_idempotencyrecord_changelist"
 
 
-def url(name, *args):
+def url(name: str, *args: Any) -> str:
     return reverse(f"admin:django_idempotency_idempotencyrecord_{name}", args=args)
 
 
-def listed_keys(response):
+def listed_keys(response: Any) -> list[str]:
     """Keys of the rows on a changelist page, top to bottom."""
     return [r.key for r in response.context["cl"].result_list]
 
@@ -110,13 +112,13 @@ def detail_value(response: Any, name: str) -> str:
 
 
 @pytest.fixture
-def admin_client():
+def admin_client() -> Client:
     client = Client()
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     return client
 
 
-def staff_client(*codenames):
+def staff_client(*codenames: str) -> Client:
     user = UserFactory(is_staff=True)
     user.user_permissions.set(
         Permission.objects.filter(
@@ -128,7 +130,7 @@ def staff_client(*codenames):
     return client
 
 
-def expired_record(**kwargs):
+def expired_record(**kwargs: Any) -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(days=2)
     return RecordFactory(created_at=created, expires_at=created + dt.timedelta(days=1), **kwargs)
 
@@ -136,7 +138,7 @@ def expired_record(**kwargs):
 # --- list -------------------------------------------------------------------------
 
 
-def test_list_shows_records_newest_first_with_derived_state(admin_client):
+def test_list_shows_records_newest_first_with_derived_state(admin_client: Client) -> None:
     done = RecordFactory(key="k-completed", scope="user:7", response_status=201)
     running = RecordFactory(
         key="k-running", state=State.IN_PROGRESS, response_status=None, completed_at=None
@@ -188,8 +190,12 @@ def test_list_styles_keep_status_and_times_readable_beside_the_sidebar(
     response = admin_client.get(reverse(CHANGELIST))
 
     html = response.content.decode()
-    style = re.search(r"<style[^>]*>(.*?)</style>", html, re.S).group(1)
-    cut = re.search(r"([^{}]*)\{[^}]*text-overflow: ellipsis;[^}]*\}", style).group(1)
+    style_match = re.search(r"<style[^>]*>(.*?)</style>", html, re.S)
+    assert style_match
+    style = style_match.group(1)
+    cut_match = re.search(r"([^{}]*)\{[^}]*text-overflow: ellipsis;[^}]*\}", style)
+    assert cut_match
+    cut = cut_match.group(1)
     assert {"field-short_key", "field-short_scope", "field-short_path"} <= set(
         re.findall(r"\.(field-\w+)", cut)
     )
@@ -197,7 +203,7 @@ def test_list_styles_keep_status_and_times_readable_beside_the_sidebar(
     assert "<span>2026-12-02</span> <span>12:27:05</span>" in html
 
 
-def test_list_offers_no_facet_counts(admin_client):
+def test_list_offers_no_facet_counts(admin_client: Client) -> None:
     RecordFactory()
 
     with CaptureQueriesContext(connection) as ctx:
@@ -208,7 +214,7 @@ def test_list_offers_no_facet_counts(admin_client):
     assert sum("COUNT(" in q["sql"].upper() for q in ctx.captured_queries) == 1
 
 
-def test_list_never_loads_bodies_nor_counts_the_whole_table(admin_client):
+def test_list_never_loads_bodies_nor_counts_the_whole_table(admin_client: Client) -> None:
     RecordFactory.create_batch(3, response_body=b'{"secret": "body"}')
 
     with CaptureQueriesContext(connection) as ctx:
@@ -224,7 +230,9 @@ def test_list_never_loads_bodies_nor_counts_the_whole_table(admin_client):
     assert counts and all("LIMIT" in sql.upper() for sql in counts)
 
 
-def test_list_says_when_the_count_was_capped(admin_client, monkeypatch):
+def test_list_says_when_the_count_was_capped(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(record_admin, "COUNT_LIMIT", 4)
     RecordFactory.create_batch(6)
 
@@ -249,7 +257,9 @@ def test_list_says_when_the_count_was_capped(admin_client, monkeypatch):
         ("nothing-like-this", []),
     ],
 )
-def test_search_by_key_scope_and_path(admin_client, query, expected):
+def test_search_by_key_scope_and_path(
+    admin_client: Client, query: str, expected: list[Any]
+) -> None:
     RecordFactory(key="pay-order-77")
     RecordFactory(key="by-user-42", scope="user:42")
     RecordFactory(key="refund", path="/refunds/", endpoint="POST refunds/")
@@ -274,7 +284,7 @@ def test_search_by_key_scope_and_path(admin_client, query, expected):
         ({"state": "completed", "method": "POST"}, ["created"]),
     ],
 )
-def test_filters(admin_client, params, expected):
+def test_filters(admin_client: Client, params: dict[str, Any], expected: list[Any]) -> None:
     RecordFactory(key="created")
     RecordFactory(key="put-404", method="PUT", response_status=404)
     RecordFactory(key="running", state=State.IN_PROGRESS, response_status=None)
@@ -286,7 +296,7 @@ def test_filters(admin_client, params, expected):
     assert listed_keys(response) == expected
 
 
-def test_date_hierarchy_narrows_to_a_day(admin_client):
+def test_date_hierarchy_narrows_to_a_day(admin_client: Client) -> None:
     now = timezone.localtime()
     RecordFactory(key="today")
     long_ago = now - dt.timedelta(days=40)
@@ -522,7 +532,7 @@ def test_users_of_a_page_are_found_in_one_query(
 # --- detail -----------------------------------------------------------------------
 
 
-def test_detail_of_a_real_json_response(admin_client, client):
+def test_detail_of_a_real_json_response(admin_client: Client, client: APIClient) -> None:
     response = client.post(
         "/function/",
         {"amount": 1250, "reference": "order-1"},
@@ -547,7 +557,7 @@ def test_detail_of_a_real_json_response(admin_client, client):
     assert 'name="_save"' not in html and 'name="_continue"' not in html
 
 
-def test_detail_of_a_real_binary_response(admin_client, client):
+def test_detail_of_a_real_binary_response(admin_client: Client, client: APIClient) -> None:
     assert client.post("/binary/", HTTP_IDEMPOTENCY_KEY="pdf-1").status_code == 200
     record = IdempotencyRecord.objects.get(key="pdf-1")
 
@@ -556,7 +566,7 @@ def test_detail_of_a_real_binary_response(admin_client, client):
     assert "Binary body: 1.0\xa0KB (1024 bytes), application/pdf, not shown." in html
 
 
-def test_detail_escapes_and_truncates(admin_client):
+def test_detail_escapes_and_truncates(admin_client: Client) -> None:
     hostile = RecordFactory(
         response_headers=json.dumps([["Content-Type", "application/json"], ["X-Note", "<b>"]]),
         response_body=json.dumps({"comment": "<script>alert(1)</script>"}).encode(),
@@ -596,11 +606,11 @@ def test_detail_escapes_and_truncates(admin_client):
         (b'{"a": [1, 2]}', "application/problem+json; charset=utf-8", "&quot;a&quot;: [\n    1,"),
     ],
 )
-def test_body_rendering(body, content_type, expected):
+def test_body_rendering(body: bytes, content_type: str, expected: str) -> None:
     assert expected in record_admin.render_body(body, content_type)
 
 
-def test_in_progress_detail_has_no_response(admin_client):
+def test_in_progress_detail_has_no_response(admin_client: Client) -> None:
     record = RecordFactory(
         state=State.IN_PROGRESS, response_status=None, response_headers="", response_body=None
     )
@@ -614,7 +624,7 @@ def test_in_progress_detail_has_no_response(admin_client):
 # --- permissions ------------------------------------------------------------------
 
 
-def test_no_add_and_no_change_even_for_superusers(admin_client):
+def test_no_add_and_no_change_even_for_superusers(admin_client: Client) -> None:
     record = RecordFactory(key="untouchable", scope="user:1")
 
     assert admin_client.get(url("add")).status_code == 403
@@ -625,7 +635,7 @@ def test_no_add_and_no_change_even_for_superusers(admin_client):
     assert (record.key, record.scope) == ("untouchable", "user:1")
 
 
-def test_staff_without_permission_cannot_see_records():
+def test_staff_without_permission_cannot_see_records() -> None:
     record = RecordFactory()
     client = staff_client()
 
@@ -635,7 +645,7 @@ def test_staff_without_permission_cannot_see_records():
     assert IdempotencyRecord.objects.filter(pk=record.pk).exists()
 
 
-def test_view_permission_allows_reading_but_not_deleting():
+def test_view_permission_allows_reading_but_not_deleting() -> None:
     record = expired_record(key="seen")
     client = staff_client("view_idempotencyrecord")
 
@@ -652,7 +662,7 @@ def test_view_permission_allows_reading_but_not_deleting():
     assert IdempotencyRecord.objects.filter(pk=record.pk).exists()
 
 
-def test_delete_permission_allows_deleting_one_record():
+def test_delete_permission_allows_deleting_one_record() -> None:
     record = RecordFactory()
     client = staff_client("view_idempotencyrecord", "delete_idempotencyrecord")
 
@@ -663,7 +673,7 @@ def test_delete_permission_allows_deleting_one_record():
     assert not IdempotencyRecord.objects.filter(pk=record.pk).exists()
 
 
-def test_delete_expired_action_deletes_only_expired_selected_records():
+def test_delete_expired_action_deletes_only_expired_selected_records() -> None:
     old = expired_record(key="old")
     older = expired_record(key="older")
     alive = RecordFactory(key="alive")
@@ -683,7 +693,7 @@ def test_delete_expired_action_deletes_only_expired_selected_records():
     assert remaining == {"alive", "not-selected"}
 
 
-def test_delete_selected_action_follows_the_delete_permission(admin_client):
+def test_delete_selected_action_follows_the_delete_permission(admin_client: Client) -> None:
     records = RecordFactory.create_batch(2)
 
     response = admin_client.post(
@@ -696,14 +706,17 @@ def test_delete_selected_action_follows_the_delete_permission(admin_client):
 
 
 @pytest.mark.django_db(databases=["default", "records"])
-def test_admin_reads_and_deletes_on_the_records_alias(admin_client, settings):
+def test_admin_reads_and_deletes_on_the_records_alias(
+    admin_client: Client, settings: Settings
+) -> None:
     settings.IDEMPOTENCY = {"DATABASE": "records"}
-    RecordFactory._meta.database = "records"
+    # factory_boy's DjangoOptions has ``database``; its base FactoryOptions does not.
+    RecordFactory._meta.database = "records"  # type: ignore[attr-defined]
     try:
         there = RecordFactory(key="on-records")
         gone = expired_record(key="expired-on-records")
     finally:
-        RecordFactory._meta.database = "default"
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
     RecordFactory(key="on-default")
 
     listing = admin_client.get(reverse(CHANGELIST))

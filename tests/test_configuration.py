@@ -5,19 +5,24 @@ decorator, and system checks for the IDEMPOTENCY setting."""
 import datetime as dt
 import functools
 from io import StringIO
+from pathlib import Path
+from typing import Any
 
 import pytest
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.http import HttpResponse
-from django.test import override_settings
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory, override_settings
 from django.urls import include, path
 from django.views import View
+from pytest_django import Settings
 from rest_framework import generics
 from rest_framework.decorators import api_view
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from django_idempotency import IdempotencyMixin, idempotent
@@ -69,7 +74,7 @@ IMPOSSIBLE = [
 ]
 
 
-def make_mixin_view(options):
+def make_mixin_view(options: dict[str, Any]) -> type:
     return type(
         "BadView", (IdempotencyMixin, generics.CreateAPIView), {"idempotency_options": options}
     )
@@ -78,50 +83,52 @@ def make_mixin_view(options):
 # Per-view options -------------------------------------------------------------
 
 
-def test_mistyped_option_name_fails_at_decoration():
+def test_mistyped_option_name_fails_at_decoration() -> None:
     with pytest.raises(ImproperlyConfigured) as exc:
-        idempotent(tll=dt.timedelta(hours=1))
+        idempotent(tll=dt.timedelta(hours=1))  # type: ignore[call-overload]  # the typo under test
 
     message = str(exc.value)
     assert "'tll'" in message
     assert "ttl" in message.replace("'tll'", "")  # the valid names are listed
 
 
-def test_mistyped_option_name_fails_on_mixin_subclass_creation():
+def test_mistyped_option_name_fails_on_mixin_subclass_creation() -> None:
     with pytest.raises(ImproperlyConfigured, match="'requird'"):
         make_mixin_view({"requird": True})
 
 
-def test_upper_case_option_name_is_refused_per_view():
+def test_upper_case_option_name_is_refused_per_view() -> None:
     with pytest.raises(ImproperlyConfigured, match="'TTL'"):
-        idempotent(TTL=60)
+        idempotent(TTL=60)  # type: ignore[call-overload]  # the typo under test
 
 
 @pytest.mark.parametrize(("options", "name"), BAD_TYPES)
-def test_wrong_type_fails_at_decoration(options, name):
+def test_wrong_type_fails_at_decoration(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         idempotent(**options)
 
 
 @pytest.mark.parametrize(("options", "name"), BAD_TYPES)
-def test_wrong_type_fails_on_mixin_subclass_creation(options, name):
+def test_wrong_type_fails_on_mixin_subclass_creation(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         make_mixin_view(options)
 
 
 @pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
-def test_impossible_combination_fails_at_decoration(options, name):
+def test_impossible_combination_fails_at_decoration(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         idempotent(**options)
 
 
 @pytest.mark.parametrize(("options", "name"), IMPOSSIBLE)
-def test_impossible_combination_fails_on_mixin_subclass_creation(options, name):
+def test_impossible_combination_fails_on_mixin_subclass_creation(
+    options: dict[str, Any], name: str
+) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"'{name}'"):
         make_mixin_view(options)
 
 
-def test_good_options_are_accepted():
+def test_good_options_are_accepted() -> None:
     # Numbers of seconds, timedeltas, lists of methods in any case, None values.
     idempotent(
         ttl=3600,
@@ -139,12 +146,12 @@ def test_good_options_are_accepted():
 # Decorator order --------------------------------------------------------------
 
 
-def test_idempotent_above_api_view_is_a_type_error_showing_the_right_order():
+def test_idempotent_above_api_view_is_a_type_error_showing_the_right_order() -> None:
     with pytest.raises(TypeError) as exc:
 
         @idempotent
         @api_view(["POST"])
-        def create_letter(request): ...
+        def create_letter(request: Request) -> Any: ...
 
     message = str(exc.value)
     assert "below @api_view" in message
@@ -152,15 +159,15 @@ def test_idempotent_above_api_view_is_a_type_error_showing_the_right_order():
     assert message.index("@api_view([") < message.index("@idempotent(")
 
 
-def test_idempotent_with_options_above_api_view_is_a_type_error():
+def test_idempotent_with_options_above_api_view_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="below @api_view"):
 
         @idempotent(required=True)
         @api_view(["POST"])
-        def create_letter(request): ...
+        def create_letter(request: Request) -> Any: ...
 
 
-def test_idempotent_on_a_view_class_is_a_type_error():
+def test_idempotent_on_a_view_class_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="IdempotencyMixin"):
 
         @idempotent
@@ -168,7 +175,7 @@ def test_idempotent_on_a_view_class_is_a_type_error():
             pass
 
 
-def test_idempotent_on_as_view_is_a_type_error():
+def test_idempotent_on_as_view_is_a_type_error() -> None:
     class LetterView(APIView):
         pass
 
@@ -177,9 +184,11 @@ def test_idempotent_on_as_view_is_a_type_error():
 
 
 @pytest.mark.django_db
-def test_idempotent_on_a_plain_django_view_is_improperly_configured_not_a_type_error(rf):
+def test_idempotent_on_a_plain_django_view_is_improperly_configured_not_a_type_error(
+    rf: RequestFactory,
+) -> None:
     @idempotent
-    def plain(request): ...
+    def plain(request: HttpRequest) -> None: ...
 
     with pytest.raises(ImproperlyConfigured, match="Django REST Framework views only"):
         plain(rf.post("/plain/", HTTP_IDEMPOTENCY_KEY="k"))
@@ -187,24 +196,24 @@ def test_idempotent_on_a_plain_django_view_is_improperly_configured_not_a_type_e
 
 # A URLconf with what check E006 must find: @idempotent without DRF around it.
 @idempotent
-def plain_function_view(request):
+def plain_function_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=201)
 
 
 class PlainClassView(View):
     @idempotent
-    def post(self, request):
+    def post(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=201)
 
 
 @api_view(["POST"])
 @idempotent
-def drf_function_view(request):
+def drf_function_view(request: Request) -> Response:
     return Response(status=201)
 
 
 class DrfClassView(IdempotencyMixin, APIView):
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return Response(status=201)
 
 
@@ -219,19 +228,19 @@ urlpatterns = [
 
 
 @override_settings(ROOT_URLCONF=__name__)
-def test_e006_idempotent_on_plain_django_views_is_reported_at_startup():
+def test_e006_idempotent_on_plain_django_views_is_reported_at_startup() -> None:
     messages = [m for m in check_protected_views() if m.id == "django_idempotency.E006"]
     found = sorted(m.msg for m in messages)
     assert len(found) == 3
     assert "'nested/plain-class/' (PlainClassView)" in found[0]
     assert "'partial/' (plain_function_view)" in found[1]
     assert "'plain/' (plain_function_view)" in found[2]
-    assert all("@api_view" in m.hint for m in messages)  # says how to fix it
+    assert all("@api_view" in (m.hint or "") for m in messages)  # says how to fix it
     with pytest.raises(SystemCheckError, match=r"django_idempotency\.E006"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
 
 
-def test_e006_is_silent_for_the_drf_views_of_a_project():
+def test_e006_is_silent_for_the_drf_views_of_a_project() -> None:
     # tests/urls.py: decorated @api_view functions, mixin views, viewsets, actions.
     assert check_protected_views() == []
 
@@ -241,7 +250,7 @@ def test_e006_is_silent_for_the_drf_views_of_a_project():
 
 @pytest.mark.django_db
 @override_settings(IDEMPOTENCY={"TLL": 60})
-def test_mistyped_setting_fails_loudly_at_the_first_request(client):
+def test_mistyped_setting_fails_loudly_at_the_first_request(client: APIClient) -> None:
     with pytest.raises(ImproperlyConfigured, match="'TLL'"):
         post(client, "/function/", key="k")
     assert Payment.objects.count() == 0
@@ -250,11 +259,11 @@ def test_mistyped_setting_fails_loudly_at_the_first_request(client):
 # System checks ------------------------------------------------------------------
 
 
-def ids(messages):
+def ids(messages: list[CheckMessage]) -> list[str]:
     return sorted(m.id for m in messages if m.id and m.id.startswith("django_idempotency."))
 
 
-def test_default_configuration_passes_the_checks():
+def test_default_configuration_passes_the_checks() -> None:
     assert ids(check_settings()) == []
     call_command("check", stdout=StringIO(), stderr=StringIO())
 
@@ -274,7 +283,7 @@ def test_default_configuration_passes_the_checks():
         pytest.param(["TTL", 60], id="not a dict"),
     ],
 )
-def test_e001_invalid_setting(setting):
+def test_e001_invalid_setting(setting: Any) -> None:
     with override_settings(IDEMPOTENCY=setting):
         messages = check_settings()
         assert ids(messages) == ["django_idempotency.E001"]
@@ -283,7 +292,7 @@ def test_e001_invalid_setting(setting):
             call_command("check", stdout=StringIO(), stderr=StringIO())
 
 
-def test_e001_message_names_the_option():
+def test_e001_message_names_the_option() -> None:
     with override_settings(IDEMPOTENCY={"TTL": "1 day"}):
         (message,) = check_settings()
     assert "TTL" in message.msg
@@ -291,7 +300,7 @@ def test_e001_message_names_the_option():
     assert "KEY_PATTERN" not in message.msg + (message.hint or "")
 
 
-def test_e001_lists_every_valid_name_for_an_unknown_one():
+def test_e001_lists_every_valid_name_for_an_unknown_one() -> None:
     with override_settings(IDEMPOTENCY={"DATABSE": "records"}):
         (message,) = check_settings()
     assert "'DATABSE'" in message.msg
@@ -300,13 +309,13 @@ def test_e001_lists_every_valid_name_for_an_unknown_one():
 
 
 @override_settings(IDEMPOTENCY={"DATABASE": "no-such-alias"})
-def test_e002_database_alias_not_in_databases():
+def test_e002_database_alias_not_in_databases() -> None:
     assert ids(check_settings()) == ["django_idempotency.E002"]
     with pytest.raises(SystemCheckError, match=r"django_idempotency\.E002"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
 
 
-def test_e003_unsupported_database_engine(settings):
+def test_e003_unsupported_database_engine(settings: Settings) -> None:
     databases = {
         **settings.DATABASES,
         "oracle-records": {"ENGINE": "django.db.backends.oracle", "NAME": "records"},
@@ -320,7 +329,7 @@ def test_e003_unsupported_database_engine(settings):
 
 
 @override_settings(IDEMPOTENCY={"LOCK": "cache", "CACHE_ALIAS": "locks"})
-def test_e004_cache_alias_not_in_caches():
+def test_e004_cache_alias_not_in_caches() -> None:
     assert ids(check_settings()) == ["django_idempotency.E004"]
     with pytest.raises(SystemCheckError, match=r"django_idempotency\.E004"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
@@ -330,15 +339,16 @@ def test_e004_cache_alias_not_in_caches():
     IDEMPOTENCY={"LOCK": "cache"},
     CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
 )
-def test_e005_cache_lock_needs_redis():
+def test_e005_cache_lock_needs_redis() -> None:
     messages = check_settings()
     assert ids(messages) == ["django_idempotency.E005"]
-    assert "django-redis" in messages[0].hint or "django_redis" in messages[0].hint
+    hint = messages[0].hint or ""
+    assert "django-redis" in hint or "django_redis" in hint
     with pytest.raises(SystemCheckError, match=r"django_idempotency\.E005"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
 
 
-def test_cache_lock_with_redis_passes(settings):
+def test_cache_lock_with_redis_passes(settings: Settings) -> None:
     caches = {
         "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": settings.REDIS_URL}
     }
@@ -346,7 +356,7 @@ def test_cache_lock_with_redis_passes(settings):
         assert ids(check_settings()) == []
 
 
-def test_w001_rest_framework_not_installed(settings):
+def test_w001_rest_framework_not_installed(settings: Settings) -> None:
     apps = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
     with override_settings(INSTALLED_APPS=apps):
         assert ids(check_settings()) == ["django_idempotency.W001"]
@@ -381,13 +391,13 @@ ISSUE_OPTION_NAMES = {
 }
 
 
-def test_option_names_are_those_of_the_option_table():
+def test_option_names_are_those_of_the_option_table() -> None:
     from django_idempotency.options import SPECS
 
     assert {spec.name for spec in SPECS} == ISSUE_OPTION_NAMES
 
 
-def test_every_option_is_a_decorator_keyword_and_an_upper_case_setting():
+def test_every_option_is_a_decorator_keyword_and_an_upper_case_setting() -> None:
     from django_idempotency.options import SPECS
 
     defaults = {spec.name: spec.default for spec in SPECS}
@@ -397,7 +407,7 @@ def test_every_option_is_a_decorator_keyword_and_an_upper_case_setting():
         assert ids(check_settings()) == []
 
 
-def test_e001_is_reported_by_check_in_a_project_with_decorated_views(tmp_path):
+def test_e001_is_reported_by_check_in_a_project_with_decorated_views(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
@@ -426,7 +436,7 @@ def test_e001_is_reported_by_check_in_a_project_with_decorated_views(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_bad_setting_still_fails_the_first_request_clearly():
+def test_a_bad_setting_still_fails_the_first_request_clearly() -> None:
 
     client = api_client()
     with (

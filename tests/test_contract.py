@@ -4,9 +4,11 @@ kind of view: function views, APIView, GenericAPIView with the mixin, ViewSet
 
 import datetime as dt
 import re
+from typing import Any
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory, api_client
@@ -37,7 +39,9 @@ REQUIRED_KINDS = [p for p in VIEW_KINDS if p.values[1]]
     [("put", "/function/"), ("delete", "/function/"), ("get", "/function/"), ("get", "/generic/")],
 )
 @pytest.mark.parametrize("key", ["valid-key", "", "not ascii \u00e9", "a" * 2000])
-def test_rule1_other_methods_ignore_the_key_entirely(client, method, url, key):
+def test_rule1_other_methods_ignore_the_key_entirely(
+    client: APIClient, method: str, url: str, key: Any
+) -> None:
     response = getattr(client, method)(url, {"amount": 3}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
     # The view ran as without the app, even with an invalid key; no record.
@@ -47,7 +51,7 @@ def test_rule1_other_methods_ignore_the_key_entirely(client, method, url, key):
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule1_a_second_put_with_the_same_key_runs_again(client):
+def test_rule1_a_second_put_with_the_same_key_runs_again(client: APIClient) -> None:
     post(client, "/function/", key="k", method="put")
     post(client, "/function/", key="k", method="put")
 
@@ -55,7 +59,7 @@ def test_rule1_a_second_put_with_the_same_key_runs_again(client):
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule1_mixin_ignores_safe_methods_on_a_required_view(client):
+def test_rule1_mixin_ignores_safe_methods_on_a_required_view(client: APIClient) -> None:
     # /generic/ requires a key for POST; a GET without one is a plain list.
     response = client.get("/generic/")
 
@@ -67,7 +71,7 @@ def test_rule1_mixin_ignores_safe_methods_on_a_required_view(client):
 
 
 @pytest.mark.parametrize(("url", "required"), OPTIONAL_KINDS)
-def test_rule2_no_key_runs_unprotected(client, url, required):
+def test_rule2_no_key_runs_unprotected(client: APIClient, url: str, required: bool) -> None:
     first = post(client, url)
     second = post(client, url)
 
@@ -78,7 +82,7 @@ def test_rule2_no_key_runs_unprotected(client, url, required):
 
 
 @pytest.mark.parametrize(("url", "required"), [*REQUIRED_KINDS, ("/letters/", True)])
-def test_rule2_required_key_missing_is_400(client, url, required):
+def test_rule2_required_key_missing_is_400(client: APIClient, url: str, required: bool) -> None:
     response = post(client, url)
 
     assert_problem(response, 400, "idempotency_key_missing")
@@ -101,7 +105,9 @@ def test_rule2_required_key_missing_is_400(client, url, required):
         ("has space", "not allowed"),
     ],
 )
-def test_rule3_invalid_key_is_400_naming_the_rule(client, url, required, key, rule):
+def test_rule3_invalid_key_is_400_naming_the_rule(
+    client: APIClient, url: str, required: bool, key: Any, rule: str
+) -> None:
     response = post(client, url, key=key)
 
     problem = assert_problem(response, 400, "idempotency_key_invalid")
@@ -110,7 +116,7 @@ def test_rule3_invalid_key_is_400_naming_the_rule(client, url, required, key, ru
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule3_pattern_is_checked_on_the_mixin_view(client):
+def test_rule3_pattern_is_checked_on_the_mixin_view(client: APIClient) -> None:
     # GenericAPIView's idempotency_options: key_pattern [0-9a-f-]{36}.
     response = post(client, "/generic/", key=new_key().upper())
 
@@ -119,7 +125,7 @@ def test_rule3_pattern_is_checked_on_the_mixin_view(client):
     assert Payment.objects.count() == 0
 
 
-def test_rule3_structured_field_string_is_the_same_key(client):
+def test_rule3_structured_field_string_is_the_same_key(client: APIClient) -> None:
     first = post(client, "/function/", key='"8e03978e-40d5"')
     second = post(client, "/function/", key="8e03978e-40d5")
 
@@ -129,7 +135,7 @@ def test_rule3_structured_field_string_is_the_same_key(client):
     assert Payment.objects.count() == 1
 
 
-def test_rule3_length_applies_to_the_unquoted_value(client):
+def test_rule3_length_applies_to_the_unquoted_value(client: APIClient) -> None:
     # 255 characters plus two quotes: the key itself is within the limit.
     response = post(client, "/function/", key='"' + "q" * 255 + '"')
 
@@ -137,7 +143,7 @@ def test_rule3_length_applies_to_the_unquoted_value(client):
     assert record_for("q" * 255)
 
 
-def test_rule3_keys_are_case_sensitive(client):
+def test_rule3_keys_are_case_sensitive(client: APIClient) -> None:
     post(client, "/function/", key="Order-1")
     response = post(client, "/function/", key="order-1")
 
@@ -151,7 +157,9 @@ def test_rule3_keys_are_case_sensitive(client):
 
 
 @pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
-def test_rule4_first_request_runs_once_and_is_stored(client, url, required):
+def test_rule4_first_request_runs_once_and_is_stored(
+    client: APIClient, url: str, required: bool
+) -> None:
     key = new_key()
     response = post(client, url, key=key)
 
@@ -161,6 +169,7 @@ def test_rule4_first_request_runs_once_and_is_stored(client, url, required):
     record = record_for(key)
     assert record.state == State.COMPLETED
     assert record.response_status == 201
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert ("Content-Type", "application/json") in record.headers
     assert record.request_id == response["X-Request-Id"]
@@ -168,7 +177,7 @@ def test_rule4_first_request_runs_once_and_is_stored(client, url, required):
     assert record.path == url
 
 
-def test_rule4_location_is_stored_set_cookie_is_not(client):
+def test_rule4_location_is_stored_set_cookie_is_not(client: APIClient) -> None:
     key = new_key()
     response = post(client, "/function/", key=key)
 
@@ -179,7 +188,7 @@ def test_rule4_location_is_stored_set_cookie_is_not(client):
     assert "x-ratelimit-remaining" not in names
 
 
-def test_rule4_authentication_runs_before_the_key_is_claimed(client):
+def test_rule4_authentication_runs_before_the_key_is_claimed(client: APIClient) -> None:
     response = post(client, "/private/", key="k")
 
     assert response.status_code in (401, 403)
@@ -191,7 +200,7 @@ def test_rule4_authentication_runs_before_the_key_is_claimed(client):
 
 
 @pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
-def test_rule5_validation_error_is_not_stored(client, url, required):
+def test_rule5_validation_error_is_not_stored(client: APIClient, url: str, required: bool) -> None:
     key = new_key()
     response = post(client, url, {"amount": "not a number"}, key=key)
 
@@ -203,7 +212,7 @@ def test_rule5_validation_error_is_not_stored(client, url, required):
     assert Payment.objects.count() == 1
 
 
-def test_rule5_exception_releases_the_key_and_a_retry_runs_again(client):
+def test_rule5_exception_releases_the_key_and_a_retry_runs_again(client: APIClient) -> None:
     with pytest.raises(RuntimeError, match="view crashed"):
         post(client, "/function/?fail=raise", key="crash")
     assert IdempotencyRecord.objects.count() == 0
@@ -213,7 +222,7 @@ def test_rule5_exception_releases_the_key_and_a_retry_runs_again(client):
     assert Payment.objects.count() == 2  # it ran again, not answered 409
 
 
-def test_rule5_exception_answered_500_by_django_releases_the_key():
+def test_rule5_exception_answered_500_by_django_releases_the_key() -> None:
     client = api_client(raise_request_exception=False)
     response = post(client, "/apiview/?fail=raise", key="crash")
 
@@ -221,7 +230,7 @@ def test_rule5_exception_answered_500_by_django_releases_the_key():
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule5_server_error_is_not_stored_by_default(client):
+def test_rule5_server_error_is_not_stored_by_default(client: APIClient) -> None:
     first = post(client, "/function/?fail=500", key="k")
     second = post(client, "/function/?fail=500", key="k")
 
@@ -231,7 +240,7 @@ def test_rule5_server_error_is_not_stored_by_default(client):
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule5_streaming_response_is_not_stored(client):
+def test_rule5_streaming_response_is_not_stored(client: APIClient) -> None:
     first = post(client, "/streaming/", key="k")
     second = post(client, "/streaming/", key="k")
 
@@ -246,7 +255,9 @@ def test_rule5_streaming_response_is_not_stored(client):
 
 
 @pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
-def test_rule6_retry_replays_the_stored_response(client, url, required):
+def test_rule6_retry_replays_the_stored_response(
+    client: APIClient, url: str, required: bool
+) -> None:
     key = new_key()
     first = post(client, url, key=key)
     retry = post(client, url, key=key)
@@ -259,7 +270,7 @@ def test_rule6_retry_replays_the_stored_response(client, url, required):
     assert Payment.objects.count() == 1
 
 
-def test_rule6_replay_keeps_location_and_drops_cookies(client):
+def test_rule6_replay_keeps_location_and_drops_cookies(client: APIClient) -> None:
     first = post(client, "/function/", key="k")
     retry = post(client, "/function/", key="k")
 
@@ -268,7 +279,7 @@ def test_rule6_replay_keeps_location_and_drops_cookies(client):
     assert "X-RateLimit-Remaining" not in retry
 
 
-def test_rule6_replay_status_replaces_the_status(client):
+def test_rule6_replay_status_replaces_the_status(client: APIClient) -> None:
     first = post(client, "/letters/", key="k", header="X-Idempotency-Key")
     retry = post(client, "/letters/", key="k", header="X-Idempotency-Key")
 
@@ -278,7 +289,7 @@ def test_rule6_replay_status_replaces_the_status(client):
     assert retry["Idempotent-Replayed"] == "true"
 
 
-def test_rule6_non_drf_response_is_replayed_with_its_status(client):
+def test_rule6_non_drf_response_is_replayed_with_its_status(client: APIClient) -> None:
     first = post(client, "/plain-json/", key="k")
     retry = post(client, "/plain-json/", key="k")
 
@@ -288,7 +299,7 @@ def test_rule6_non_drf_response_is_replayed_with_its_status(client):
     assert Payment.objects.count() == 1
 
 
-def test_rule6_replay_from_a_factory_record(client):
+def test_rule6_replay_from_a_factory_record(client: APIClient) -> None:
     fingerprint = fingerprint_for("/function/", {"amount": 10})
     RecordFactory(
         key="stored",
@@ -310,8 +321,9 @@ def test_rule6_replay_from_a_factory_record(client):
 # Rule 7 ---------------------------------------------------------------------
 
 
-def _record_state(key):
+def _record_state(key: str) -> tuple[Any, ...]:
     record = record_for(key)
+    assert record.response_body is not None
     return (
         record.fingerprint,
         record.state,
@@ -326,7 +338,9 @@ def _record_state(key):
 
 
 @pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
-def test_rule7_different_body_is_422_and_changes_nothing(client, url, required):
+def test_rule7_different_body_is_422_and_changes_nothing(
+    client: APIClient, url: str, required: bool
+) -> None:
     key = new_key()
     post(client, url, {"amount": 10}, key=key)
     before = _record_state(key)
@@ -347,7 +361,9 @@ def test_rule7_different_body_is_422_and_changes_nothing(client, url, required):
         pytest.param({"url": "/apiview/"}, id="path"),
     ],
 )
-def test_rule7_fingerprint_covers_method_path_and_query(client, change):
+def test_rule7_fingerprint_covers_method_path_and_query(
+    client: APIClient, change: dict[str, Any]
+) -> None:
     post(client, "/function/", key="k")
     response = post(
         client, change.get("url", "/function/"), key="k", method=change.get("method", "post")
@@ -357,7 +373,7 @@ def test_rule7_fingerprint_covers_method_path_and_query(client, change):
     assert Payment.objects.count() == 1
 
 
-def test_rule7_mismatch_comes_before_in_progress(client):
+def test_rule7_mismatch_comes_before_in_progress(client: APIClient) -> None:
     RecordFactory(
         key="busy",
         state=State.IN_PROGRESS,
@@ -378,7 +394,9 @@ def test_rule7_mismatch_comes_before_in_progress(client):
 # Rule 8 ---------------------------------------------------------------------
 
 
-def in_progress_record(key, url="/function/", data=None, **kwargs):
+def in_progress_record(
+    key: str, url: str = "/function/", data: Any = None, **kwargs: Any
+) -> IdempotencyRecord:
     return RecordFactory(
         key=key,
         state=State.IN_PROGRESS,
@@ -393,7 +411,7 @@ def in_progress_record(key, url="/function/", data=None, **kwargs):
 
 
 @pytest.mark.parametrize(("url", "required"), VIEW_KINDS)
-def test_rule8_retry_while_in_progress_is_409(client, url, required):
+def test_rule8_retry_while_in_progress_is_409(client: APIClient, url: str, required: bool) -> None:
     key = new_key()
     in_progress_record(key, url)
 
@@ -406,7 +424,7 @@ def test_rule8_retry_while_in_progress_is_409(client, url, required):
     assert record_for(key).state == State.IN_PROGRESS
 
 
-def test_rule8_flipping_a_real_record_to_in_progress(client):
+def test_rule8_flipping_a_real_record_to_in_progress(client: APIClient) -> None:
     post(client, "/apiview/", key="k")
     IdempotencyRecord.objects.filter(key="k").update(
         state=State.IN_PROGRESS, locked_until=timezone.now() + dt.timedelta(minutes=1)
@@ -421,7 +439,9 @@ def test_rule8_flipping_a_real_record_to_in_progress(client):
 # Rule 9 ---------------------------------------------------------------------
 
 
-def test_rule9_same_key_from_another_user_is_a_separate_operation(user_client, client):
+def test_rule9_same_key_from_another_user_is_a_separate_operation(
+    user_client: APIClient, client: APIClient
+) -> None:
     from rest_framework.authtoken.models import Token
 
     from tests.factories import UserFactory
@@ -439,7 +459,9 @@ def test_rule9_same_key_from_another_user_is_a_separate_operation(user_client, c
     assert IdempotencyRecord.objects.filter(key="shared").count() == 2
 
 
-def test_rule9_user_scope_does_not_see_the_anonymous_record(user_client, client):
+def test_rule9_user_scope_does_not_see_the_anonymous_record(
+    user_client: APIClient, client: APIClient
+) -> None:
     post(client, "/function/", key="k")
     response = post(user_client, "/function/", key="k")
 
@@ -451,7 +473,7 @@ def test_rule9_user_scope_does_not_see_the_anonymous_record(user_client, client)
 # Rule 10 --------------------------------------------------------------------
 
 
-def test_rule10_expired_record_behaves_as_new(client):
+def test_rule10_expired_record_behaves_as_new(client: APIClient) -> None:
     old = timezone.now() - dt.timedelta(days=2)
     RecordFactory(
         key="old",
@@ -467,11 +489,12 @@ def test_rule10_expired_record_behaves_as_new(client):
     assert response.content != b'{"id": "stale"}'
     assert Payment.objects.count() == 1
     record = record_for("old")
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert record.expires_at > timezone.now()
 
 
-def test_rule10_expired_record_with_another_body_is_not_a_mismatch(client):
+def test_rule10_expired_record_with_another_body_is_not_a_mismatch(client: APIClient) -> None:
     RecordFactory(key="old", created_at=timezone.now() - dt.timedelta(days=2))
 
     response = post(client, "/function/", {"amount": 5}, key="old")
@@ -483,7 +506,7 @@ def test_rule10_expired_record_with_another_body_is_not_a_mismatch(client):
 # Rule 11 --------------------------------------------------------------------
 
 
-def test_rule11_request_body_is_never_stored(client):
+def test_rule11_request_body_is_never_stored(client: APIClient) -> None:
     secret = "4242424242424242"
     body = {"amount": 10, "card_number": secret}
     post(client, "/function/", body, key="k")
@@ -499,7 +522,7 @@ def test_rule11_request_body_is_never_stored(client):
 # Rule 12 --------------------------------------------------------------------
 
 
-def test_rule12_every_error_is_problem_json(client):
+def test_rule12_every_error_is_problem_json(client: APIClient) -> None:
     assert_problem(post(client, "/letters/"), 400, "idempotency_key_missing")
     assert_problem(post(client, "/function/", key=""), 400, "idempotency_key_invalid")
     post(client, "/function/", key="used")
@@ -510,7 +533,7 @@ def test_rule12_every_error_is_problem_json(client):
     assert_problem(post(client, "/function/", key="busy"), 409, "idempotency_request_in_progress")
 
 
-def test_rule12_problem_type_differs_per_error(client):
+def test_rule12_problem_type_differs_per_error(client: APIClient) -> None:
     missing = assert_problem(post(client, "/letters/"), 400, "idempotency_key_missing")
     invalid = assert_problem(post(client, "/function/", key=""), 400, "idempotency_key_invalid")
 
@@ -521,7 +544,7 @@ def test_rule12_problem_type_differs_per_error(client):
 # Mixin and decorator together, every applicable method --------------------------
 
 
-def test_mixin_covers_every_applicable_method_of_a_viewset(client):
+def test_mixin_covers_every_applicable_method_of_a_viewset(client: APIClient) -> None:
     payment = Payment.objects.create(amount=1)
     url = f"/mixin-viewset/{payment.pk}/"
     first = post(client, url, {"amount": 2}, key="k", method="patch")
@@ -535,7 +558,7 @@ def test_mixin_covers_every_applicable_method_of_a_viewset(client):
     assert Payment.objects.get(pk=payment.pk).amount == 3  # the view did not run again
 
 
-def test_mixin_same_key_on_another_object_is_a_reuse(client):
+def test_mixin_same_key_on_another_object_is_a_reuse(client: APIClient) -> None:
     one, two = Payment.objects.create(amount=1), Payment.objects.create(amount=1)
     post(client, f"/mixin-viewset/{one.pk}/", {"amount": 2}, key="k", method="patch")
 
@@ -545,7 +568,7 @@ def test_mixin_same_key_on_another_object_is_a_reuse(client):
     assert Payment.objects.get(pk=two.pk).amount == 1
 
 
-def test_handler_decorated_on_a_mixin_view_keeps_its_own_options(client):
+def test_handler_decorated_on_a_mixin_view_keeps_its_own_options(client: APIClient) -> None:
     # post: the decorator's replay_status; patch: the mixin's. Each runs once,
     # so the engine is not applied twice (that would answer 409 to itself).
     assert post(client, "/mixin-override/", key="p").status_code == 201
@@ -558,7 +581,7 @@ def test_handler_decorated_on_a_mixin_view_keeps_its_own_options(client):
 # More of rules 4 and 5 --------------------------------------------------------------
 
 
-def test_rule4_a_refusal_answered_by_the_view_is_stored_and_replayed(client):
+def test_rule4_a_refusal_answered_by_the_view_is_stored_and_replayed(client: APIClient) -> None:
     # Not an exception and not a 5xx: the operation's result, e.g. a declined card.
     first = post(client, "/function/?fail=402", key="k")
     retry = post(client, "/function/?fail=402", key="k")
@@ -570,7 +593,7 @@ def test_rule4_a_refusal_answered_by_the_view_is_stored_and_replayed(client):
 
 
 @pytest.mark.parametrize("method", ["patch", "delete"])
-def test_rule5_drf_not_found_releases_the_key(client, method):
+def test_rule5_drf_not_found_releases_the_key(client: APIClient, method: str) -> None:
     # get_object() raises Http404, which DRF turns into a 404 outside the handler.
     response = post(client, "/mixin-viewset/999999/", key="k", method=method)
 
@@ -578,7 +601,7 @@ def test_rule5_drf_not_found_releases_the_key(client, method):
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule5_atomic_validation_error_leaves_nothing(client):
+def test_rule5_atomic_validation_error_leaves_nothing(client: APIClient) -> None:
     response = post(client, "/atomic/", {"amount": "x"}, key="k")
 
     assert response.status_code == 400
@@ -587,14 +610,14 @@ def test_rule5_atomic_validation_error_leaves_nothing(client):
 
 
 @pytest.mark.parametrize("method", ["options", "head"])
-def test_rule1_options_and_head_ignore_the_key(client, method):
+def test_rule1_options_and_head_ignore_the_key(client: APIClient, method: str) -> None:
     response = getattr(client, method)("/generic/", HTTP_IDEMPOTENCY_KEY="k")
 
     assert response.status_code == 200
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_rule3_invalid_key_problem_carries_the_request_id(client):
+def test_rule3_invalid_key_problem_carries_the_request_id(client: APIClient) -> None:
     response = post(client, "/function/", key="", HTTP_X_REQUEST_ID="req-7")
 
     assert_problem(response, 400, "idempotency_key_invalid")

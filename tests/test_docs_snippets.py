@@ -10,6 +10,8 @@ body. A snippet that no longer works fails this test at its line.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .docs_snippets import Block, Project, annotation_problems, blocks_of
@@ -21,12 +23,12 @@ def _all_blocks() -> list[Block]:
     return [block for page in PAGES for block in blocks_of(page)]
 
 
-def test_every_block_says_how_the_test_uses_it():
+def test_every_block_says_how_the_test_uses_it() -> None:
     assert annotation_problems(_all_blocks()) == []
 
 
 @pytest.mark.processes
-def test_the_pages_build_a_project_that_answers_as_documented(tmp_path):
+def test_the_pages_build_a_project_that_answers_as_documented(tmp_path: Path) -> None:
     project = Project(tmp_path)
     for block in _all_blocks():
         project.apply(block)

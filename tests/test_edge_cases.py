@@ -12,16 +12,20 @@ import asyncio
 import contextvars
 import json
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from typing import Any, cast
 
 import pytest
 import redis
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.template import engines
 from django.template.response import SimpleTemplateResponse
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.test.utils import override_settings
 from django.urls import path
+from pytest_django import Settings
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import (
     api_view,
@@ -31,6 +35,7 @@ from rest_framework.decorators import (
 )
 from rest_framework.parsers import BaseParser, FileUploadParser, MultiPartParser
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
@@ -59,22 +64,29 @@ class StreamJSONParser(BaseParser):
 
     media_type = "application/json"
 
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
         return json.loads(stream.read())
 
 
 class AmountLimit(BasePermission):
     """A permission that looks at the body, as many real ones do."""
 
-    def has_permission(self, request, view):
-        return int(request.data.get("amount", 0)) <= 10_000
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return int(cast(dict[str, Any], request.data).get("amount", 0)) <= 10_000
 
 
 @api_view(["POST"])
 @parser_classes([StreamJSONParser])
 @idempotent
-def pay(request):
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="pay")
+def pay(request: Request) -> Response:
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="pay"
+    )
     return Response({"id": payment.pk, "amount": payment.amount}, status=201)
 
 
@@ -82,16 +94,20 @@ def pay(request):
 @permission_classes([AmountLimit])
 @parser_classes([StreamJSONParser])
 @idempotent
-def pay_with_body_permission(request):
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="perm")
+def pay_with_body_permission(request: Request) -> Response:
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="perm"
+    )
     return Response({"id": payment.pk, "amount": payment.amount}, status=201)
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=1, ttl=60)
-def pay_html_receipt(request):
+def pay_html_receipt(request: Request) -> SimpleTemplateResponse:
     # Any lazily rendered response: TemplateResponse, SimpleTemplateResponse.
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="html")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="html"
+    )
     template = engines["django"].from_string("<p>Paid {{ amount }}</p>")
     return SimpleTemplateResponse(template, {"amount": payment.amount}, status=201)
 
@@ -100,13 +116,13 @@ class ClientCredentials(BaseAuthentication):
     """Machine clients (OAuth2 client credentials, API keys): an auth object,
     no user, as django-oauth-toolkit gives for a client-credentials token."""
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[None, str] | None:
         client_id = request.headers.get("X-Client")
         return None if client_id is None else (None, client_id)
 
 
 class HasClient(BasePermission):
-    def has_permission(self, request, view):
+    def has_permission(self, request: Request, view: Any) -> bool:
         return request.auth is not None
 
 
@@ -114,32 +130,38 @@ class HasClient(BasePermission):
 @authentication_classes([ClientCredentials])
 @permission_classes([HasClient])
 @idempotent
-def partner_refund(request):
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference=request.auth)
+def partner_refund(request: Request) -> Response:
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference=cast(str, request.auth)
+    )
     return Response({"refund": payment.pk, "client": request.auth, "iban": f"IBAN-{request.auth}"})
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=1, ttl=60)
-def pay_quick_lock(request):
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="rr")
+def pay_quick_lock(request: Request) -> Response:
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="rr"
+    )
     return Response({"id": payment.pk}, status=201)
 
 
 @api_view(["PATCH"])
 @parser_classes([MultiPartParser])
 @idempotent
-def update_payout_account(request):
+def update_payout_account(request: Request) -> Response:
     # e.g. a new IBAN plus a scanned bank statement, sent as multipart.
-    payment = Payment.objects.create(amount=int(request.data["amount"]), reference="patch")
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data)["amount"]), reference="patch"
+    )
     return Response({"id": payment.pk, "amount": payment.amount})
 
 
 @api_view(["POST"])
 @parser_classes([FileUploadParser])
 @idempotent
-def upload_statement(request, filename):
-    upload = request.data["file"]
+def upload_statement(request: Request, filename: str) -> Response:
+    upload = cast(dict[str, Any], request.data)["file"]
     payment = Payment.objects.create(amount=upload.size, reference="upload")
     return Response({"id": payment.pk, "size": upload.size}, status=201)
 
@@ -155,7 +177,7 @@ urlpatterns = [
 ]
 
 
-def _post(client, url, amount, key, **extra):
+def _post(client: APIClient, url: str, amount: int, key: str, **extra: Any) -> Any:
     return client.post(url, {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key, **extra)
 
 
@@ -166,7 +188,7 @@ CSRF = "A" * 32
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_session_auth_json_post_with_other_amount_is_422_not_a_replay(user):
+def test_session_auth_json_post_with_other_amount_is_422_not_a_replay(user: User) -> None:
     # SessionAuthentication's CSRF check reads request.POST, which makes DRF
     # parse the JSON body from the stream before the handler: request.body is
     # then unreadable and the fingerprint falls back to an (empty) form digest.
@@ -186,7 +208,7 @@ def test_session_auth_json_post_with_other_amount_is_422_not_a_replay(user):
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_permission_reading_request_data_does_not_blind_the_fingerprint(client):
+def test_permission_reading_request_data_does_not_blind_the_fingerprint(client: APIClient) -> None:
     first = _post(client, "/pay-permission/", 10, "k-perm")
     other = _post(client, "/pay-permission/", 9_999, "k-perm")
 
@@ -200,11 +222,11 @@ def test_permission_reading_request_data_does_not_blind_the_fingerprint(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
+def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs() -> None:
     # Valid options: lock_timeout <= ttl.
     options = resolve(validate_options({"ttl": 300, "lock_timeout": 150}))
 
-    def new_record(fingerprint="f" * 64):
+    def new_record(fingerprint: str = "f" * 64) -> store.NewRecord:
         return store.NewRecord(
             lookup_hash=lookup_hash(CLIENT_SCOPE, "k-ttl", None),
             key="k-ttl",
@@ -238,7 +260,7 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs():
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[None]:
     prefix = f"review-{uuid.uuid4().hex[:8]}"
     with override_settings(
         CACHES={
@@ -264,7 +286,9 @@ class _RolledBack(Exception):
 @needs_redis
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
-def test_redis_never_replays_a_response_whose_transaction_rolled_back(redis_front):
+def test_redis_never_replays_a_response_whose_transaction_rolled_back(
+    redis_front: None,
+) -> None:
     # The view runs inside a transaction the caller opened (ATOMIC_REQUESTS, or
     # an enclosing atomic()) that rolls back after the view returned: nothing
     # of the operation is committed, the record is not completed.
@@ -289,7 +313,7 @@ def test_redis_never_replays_a_response_whose_transaction_rolled_back(redis_fron
 @needs_redis
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
-def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
+def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front: None) -> None:
     # ATOMIC_REQUESTS: the view's deferred foreign key is checked at COMMIT,
     # which fails after the engine already handed the response to Redis.
     if connection.vendor == "mysql":
@@ -297,7 +321,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
 
     @api_view(["POST"])
     @idempotent
-    def bad_fk(request):
+    def bad_fk(request: Request) -> Response:
         payment = Payment.objects.create(amount=1, reference="fk", owner_id=987654321)
         return Response({"id": payment.pk}, status=201)
 
@@ -327,7 +351,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
     from django_idempotency import cache_lock
 
     fast = cache_lock.check(
-        "redis", lookup_hash(CLIENT_SCOPE, "k-fk", None), "x", "t", timedelta(seconds=5)
+        "redis", lookup_hash(CLIENT_SCOPE, "k-fk", None), ("x",), "t", timedelta(seconds=5)
     )
     assert not isinstance(fast, cache_lock.Cached), (
         "Redis caches the 201 of a request whose COMMIT failed; retries replay it"
@@ -339,7 +363,7 @@ def test_redis_never_replays_when_atomic_requests_commit_fails(redis_front):
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_template_response_is_not_answered_500_and_not_run_twice():
+def test_template_response_is_not_answered_500_and_not_run_twice() -> None:
     client = api_client(raise_request_exception=False)
     first = _post(client, "/pay-html/", 10, "k-html")
     assert Payment.objects.count() == 1  # the payment was made...
@@ -351,7 +375,7 @@ def test_template_response_is_not_answered_500_and_not_run_twice():
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_template_response_payment_is_not_made_again_after_lock_timeout():
+def test_template_response_payment_is_not_made_again_after_lock_timeout() -> None:
     client = api_client(raise_request_exception=False)
     _post(client, "/pay-html/", 10, "k-html-2")
     advance(1.1, key="k-html-2")  # lock_timeout of the view
@@ -364,7 +388,7 @@ def test_template_response_payment_is_not_made_again_after_lock_timeout():
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_authenticated_machine_clients_do_not_share_a_key_space():
+def test_authenticated_machine_clients_do_not_share_a_key_space() -> None:
     client = api_client()
     acme = _post(client, "/partner-refund/", 10, "refund-0001", HTTP_X_CLIENT="acme")
     globex = _post(client, "/partner-refund/", 10, "refund-0001", HTTP_X_CLIENT="globex")
@@ -380,11 +404,11 @@ def test_authenticated_machine_clients_do_not_share_a_key_space():
 
 
 @pytest.fixture
-def atomic_requests_repeatable_read():
+def atomic_requests_repeatable_read() -> Iterator[None]:
     if connection.vendor == "postgresql":
         import psycopg
 
-        repeatable_read = psycopg.IsolationLevel.REPEATABLE_READ
+        repeatable_read: object = psycopg.IsolationLevel.REPEATABLE_READ
     elif connection.vendor == "mysql":
         repeatable_read = "repeatable read"  # passes: InnoDB UPDATEs read the latest row
     else:
@@ -405,8 +429,8 @@ def atomic_requests_repeatable_read():
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
 def test_atomic_requests_with_repeatable_read_stores_the_response(
-    atomic_requests_repeatable_read, user_client
-):
+    atomic_requests_repeatable_read: None, user_client: APIClient
+) -> None:
     # Token authentication reads the token inside the request's transaction:
     # its snapshot predates the claim that the side connection commits, so the
     # final UPDATE on the request's connection cannot see the record.
@@ -419,8 +443,8 @@ def test_atomic_requests_with_repeatable_read_stores_the_response(
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
 def test_atomic_requests_with_repeatable_read_runs_the_payment_once(
-    atomic_requests_repeatable_read, user_client
-):
+    atomic_requests_repeatable_read: None, user_client: APIClient
+) -> None:
     _post(user_client, "/pay-quick-lock/", 10, "k-rr-2")
     advance(1.1, key="k-rr-2")  # lock_timeout
     retry = _post(user_client, "/pay-quick-lock/", 10, "k-rr-2")
@@ -433,7 +457,7 @@ def test_atomic_requests_with_repeatable_read_runs_the_payment_once(
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_multipart_patch_with_other_content_is_422_not_a_replay(client):
+def test_multipart_patch_with_other_content_is_422_not_a_replay(client: APIClient) -> None:
     # PATCH is in the default methods. Django only parses request.POST/FILES for
     # POST, so the multipart digest of a PATCH is the digest of nothing.
     first = client.patch(
@@ -460,7 +484,9 @@ def test_multipart_patch_with_other_content_is_422_not_a_replay(client):
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db
-def test_raw_file_upload_larger_than_the_memory_limit_still_works(client, settings):
+def test_raw_file_upload_larger_than_the_memory_limit_still_works(
+    client: APIClient, settings: Settings
+) -> None:
     # FileUploadParser streams the body through upload handlers; without the
     # app this upload succeeds. The default fingerprint reads request.body,
     # which Django caps at DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default).
@@ -481,7 +507,7 @@ def test_raw_file_upload_larger_than_the_memory_limit_still_works(client, settin
 
 @pytest.mark.urls(URLS)
 @pytest.mark.django_db(transaction=True)
-def test_side_connection_is_reused_across_asgi_requests(user):
+def test_side_connection_is_reused_across_asgi_requests(user: User) -> None:
     # ATOMIC_REQUESTS with persistent connections (CONN_MAX_AGE=None), served
     # by Django's ASGI handler. Django keeps its own connections per thread; the
     # side connection lives in a context-local, and every ASGI request runs in
@@ -496,7 +522,7 @@ def test_side_connection_is_reused_across_asgi_requests(user):
     token, _ = Token.objects.get_or_create(user=user)
     opened = []
 
-    def count(sender, connection, **kwargs):
+    def count(sender: Any, connection: Any, **kwargs: Any) -> None:
         opened.append(connection)
 
     settings_dict = connection.settings_dict
@@ -506,7 +532,7 @@ def test_side_connection_is_reused_across_asgi_requests(user):
     try:
         client = AsyncClient()
 
-        async def one(i):
+        async def one(i: int) -> Any:
             # An ASGI server runs each request in a task of its own.
             return await client.post(
                 "/pay/",
@@ -515,7 +541,7 @@ def test_side_connection_is_reused_across_asgi_requests(user):
                 headers={"Idempotency-Key": f"k-asgi-{i}", "Authorization": f"Token {token.key}"},
             )
 
-        async def five():
+        async def five() -> None:
             for i in range(5):
                 response = await asyncio.create_task(one(i))
                 assert response.status_code == 201

@@ -8,24 +8,27 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import pytest
 import redis
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from django_idempotency import conf
 from django_idempotency.encryption import generate_key
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import RecordFactory, UserFactory, api_client
+from tests.helpers import assert_problem, needs_redis, post
 from tests.settings import REDIS_URL
 from tests.test_admin import detail_value, staff_client
-from tests.test_contract import assert_problem, post
 from tests.test_query_counts import statements
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -38,15 +41,15 @@ PAYMENT = {"amount": 10, "reference": SECRET}
 TABLE = IdempotencyRecord._meta.db_table
 
 
-def keys(*encryption_keys, **more):
+def keys(*encryption_keys: str, **more: Any) -> override_settings:
     return override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": list(encryption_keys), **more})
 
 
-def pay(client, key, data=PAYMENT):
+def pay(client: APIClient, key: str, data: Any = PAYMENT) -> Any:
     return post(client, "/function/", data, key=key)
 
 
-def raw_row(key):
+def raw_row(key: str) -> tuple[Any, Any, Any]:
     """(response_status, response_headers, response_body) as the table holds them."""
     connection = connections[conf.get_settings().database]
     q = connection.ops.quote_name
@@ -56,11 +59,13 @@ def raw_row(key):
             f"FROM {q(TABLE)} WHERE {q('key')} = %s",
             [key],
         )
-        status, headers, body = cursor.fetchone()
+        row = cursor.fetchone()
+        assert row is not None
+        status, headers, body = row
     return status, headers, None if body is None else bytes(body)
 
 
-def raw_update(key, column, value):
+def raw_update(key: str, column: str, value: Any) -> None:
     connection = connections[conf.get_settings().database]
     q = connection.ops.quote_name
     with connection.cursor() as cursor:
@@ -69,14 +74,14 @@ def raw_update(key, column, value):
         )
 
 
-def assert_replay_of(response, first):
+def assert_replay_of(response: Any, first: Any) -> None:
     assert response.status_code == first.status_code
     assert response["Idempotent-Replayed"] == "true"
     assert response.content == first.content
     assert response["Location"] == first["Location"]
 
 
-def assert_unreadable(response):
+def assert_unreadable(response: Any) -> None:
     assert_problem(response, 500, "idempotency_record_unreadable")
     assert "Retry-After" not in response
 
@@ -84,7 +89,7 @@ def assert_unreadable(response):
 # At rest -------------------------------------------------------------------------
 
 
-def test_the_table_holds_no_plaintext_of_body_or_headers(client):
+def test_the_table_holds_no_plaintext_of_body_or_headers(client: APIClient) -> None:
     with keys(NEW_KEY):
         first = pay(client, "enc-1")
         replay = pay(client, "enc-1")
@@ -100,7 +105,7 @@ def test_the_table_holds_no_plaintext_of_body_or_headers(client):
     assert Payment.objects.count() == 1
 
 
-def test_records_written_before_encryption_was_turned_on_still_replay(client):
+def test_records_written_before_encryption_was_turned_on_still_replay(client: APIClient) -> None:
     first = pay(client, "enc-plain")
     assert SECRET.encode() in raw_row("enc-plain")[2]
 
@@ -108,7 +113,9 @@ def test_records_written_before_encryption_was_turned_on_still_replay(client):
         assert_replay_of(pay(client, "enc-plain"), first)
 
 
-def test_turning_encryption_off_makes_sealed_records_unreadable_not_re_run(client):
+def test_turning_encryption_off_makes_sealed_records_unreadable_not_re_run(
+    client: APIClient,
+) -> None:
     with keys(NEW_KEY):
         pay(client, "enc-off")
 
@@ -119,7 +126,7 @@ def test_turning_encryption_off_makes_sealed_records_unreadable_not_re_run(clien
 # Rotation ------------------------------------------------------------------------
 
 
-def test_a_record_written_under_an_old_key_replays_after_rotation(client):
+def test_a_record_written_under_an_old_key_replays_after_rotation(client: APIClient) -> None:
     with keys(OLD_KEY):
         first = pay(client, "enc-rotate")
 
@@ -132,7 +139,9 @@ def test_a_record_written_under_an_old_key_replays_after_rotation(client):
     assert Payment.objects.count() == 2
 
 
-def test_a_record_whose_key_was_removed_is_answered_500_and_never_re_run(client, caplog):
+def test_a_record_whose_key_was_removed_is_answered_500_and_never_re_run(
+    client: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with keys(OLD_KEY):
         pay(client, "enc-removed")
 
@@ -151,7 +160,9 @@ def test_a_record_whose_key_was_removed_is_answered_500_and_never_re_run(client,
         assert pay(client, "enc-removed")["Idempotent-Replayed"] == "true"
 
 
-def test_another_request_with_the_key_of_an_unreadable_record_is_still_a_mismatch(client):
+def test_another_request_with_the_key_of_an_unreadable_record_is_still_a_mismatch(
+    client: APIClient,
+) -> None:
     with keys(OLD_KEY):
         pay(client, "enc-mismatch")
 
@@ -164,7 +175,7 @@ def test_another_request_with_the_key_of_an_unreadable_record_is_still_a_mismatc
 # Tampering -----------------------------------------------------------------------
 
 
-def test_altered_ciphertext_is_unreadable(client):
+def test_altered_ciphertext_is_unreadable(client: APIClient) -> None:
     with keys(NEW_KEY):
         pay(client, "enc-tamper")
         body = bytearray(raw_row("enc-tamper")[2])
@@ -175,7 +186,7 @@ def test_altered_ciphertext_is_unreadable(client):
     assert Payment.objects.count() == 1
 
 
-def test_a_ciphertext_moved_to_another_record_is_unreadable(client):
+def test_a_ciphertext_moved_to_another_record_is_unreadable(client: APIClient) -> None:
     with keys(NEW_KEY):
         pay(client, "enc-victim", data={"amount": 1})
         pay(client, "enc-donor")
@@ -184,7 +195,7 @@ def test_a_ciphertext_moved_to_another_record_is_unreadable(client):
         assert_unreadable(pay(client, "enc-victim", data={"amount": 1}))
 
 
-def test_an_edited_status_code_is_unreadable(client):
+def test_an_edited_status_code_is_unreadable(client: APIClient) -> None:
     with keys(NEW_KEY):
         pay(client, "enc-status")
         raw_update("enc-status", "response_status", 200)
@@ -195,13 +206,13 @@ def test_an_edited_status_code_is_unreadable(client):
 # Admin ---------------------------------------------------------------------------
 
 
-def change_page(client, record):
+def change_page(client: Client, record: IdempotencyRecord) -> Any:
     return client.get(
         reverse("admin:django_idempotency_idempotencyrecord_change", args=(record.pk,))
     )
 
 
-def test_the_admin_shows_decrypted_bodies_and_headers_to_viewers(client):
+def test_the_admin_shows_decrypted_bodies_and_headers_to_viewers(client: APIClient) -> None:
     with keys(NEW_KEY):
         pay(client, "enc-admin")
         record = IdempotencyRecord.objects.get(key="enc-admin")
@@ -213,7 +224,7 @@ def test_the_admin_shows_decrypted_bodies_and_headers_to_viewers(client):
     assert "Location: /payments/" in headers and "sealed" not in headers
 
 
-def test_the_admin_says_when_a_record_cannot_be_decrypted(client):
+def test_the_admin_says_when_a_record_cannot_be_decrypted(client: APIClient) -> None:
     with keys(OLD_KEY):
         pay(client, "enc-admin-gone")
     admin = Client()
@@ -228,7 +239,7 @@ def test_the_admin_says_when_a_record_cannot_be_decrypted(client):
     assert SECRET not in page.content.decode()
 
 
-def test_the_admin_shows_plain_records_as_before():
+def test_the_admin_shows_plain_records_as_before() -> None:
     record = RecordFactory(response_body=json.dumps({"reference": SECRET}).encode())
     admin = Client()
     admin.force_login(UserFactory(is_staff=True, is_superuser=True))
@@ -242,12 +253,12 @@ def test_the_admin_shows_plain_records_as_before():
 # The system check ----------------------------------------------------------------
 
 
-def e007(value):
+def e007(value: Any) -> list[CheckMessage]:
     with override_settings(IDEMPOTENCY={"ENCRYPTION_KEYS": value}):
-        return [m for m in run_checks() if m.id.startswith("django_idempotency.E")]
+        return [m for m in run_checks() if (m.id or "").startswith("django_idempotency.E")]
 
 
-def test_good_keys_pass_the_check():
+def test_good_keys_pass_the_check() -> None:
     assert e007([NEW_KEY, OLD_KEY]) == []
     assert e007([]) == []
 
@@ -263,14 +274,14 @@ def test_good_keys_pass_the_check():
         ([NEW_KEY, NEW_KEY], "ENCRYPTION_KEYS[1] repeats an earlier key"),
     ],
 )
-def test_unusable_keys_fail_the_check_with_e007(value, words):
+def test_unusable_keys_fail_the_check_with_e007(value: Any, words: str) -> None:
     (message,) = e007(value)
     assert message.id == "django_idempotency.E008"
     assert words in message.msg
-    assert "recipes/encryption" in message.hint
+    assert "recipes/encryption" in (message.hint or "")
 
 
-def test_unusable_keys_refuse_requests_before_the_view_runs(client):
+def test_unusable_keys_refuse_requests_before_the_view_runs(client: APIClient) -> None:
     from django.core.exceptions import ImproperlyConfigured
 
     with keys("too-short"), pytest.raises(ImproperlyConfigured, match="ENCRYPTION_KEYS"):
@@ -278,7 +289,7 @@ def test_unusable_keys_refuse_requests_before_the_view_runs(client):
     assert Payment.objects.count() == 0
 
 
-def test_keys_without_the_cryptography_package_fail_the_check_naming_the_extra():
+def test_keys_without_the_cryptography_package_fail_the_check_naming_the_extra() -> None:
     # A real interpreter where ``import cryptography`` fails, as without the extra.
     code = (
         "import sys; sys.modules['cryptography'] = None\n"
@@ -304,8 +315,8 @@ def test_keys_without_the_cryptography_package_fail_the_check_naming_the_extra()
 # The statement budget --------------------------------------------------------------
 
 
-def test_encryption_adds_no_statement_to_any_request(client):
-    def costs(prefix):
+def test_encryption_adds_no_statement_to_any_request(client: APIClient) -> None:
+    def costs(prefix: str) -> list[int]:
         first, first_sql = statements(client, "/function/", PAYMENT, key=f"{prefix}-k")
         replay, replay_sql = statements(client, "/function/", PAYMENT, key=f"{prefix}-k")
         mismatch, mismatch_sql = statements(client, "/function/", {"amount": 1}, key=f"{prefix}-k")
@@ -323,8 +334,16 @@ def test_encryption_adds_no_statement_to_any_request(client):
 # Redis -----------------------------------------------------------------------------
 
 
+class RedisKeys(Protocol):
+    """``redis_keys(*keys)`` sets the keys; ``redis_keys.values()``: the cached responses."""
+
+    values: Callable[[], list[Any]]
+
+    def __call__(self, *encryption_keys: str) -> override_settings: ...
+
+
 @pytest.fixture
-def redis_keys():
+def redis_keys() -> Iterator[RedisKeys]:
     """Redis in front (db 15, a prefix of our own); ``use(*keys)`` sets the keys."""
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
@@ -337,7 +356,7 @@ def redis_keys():
         },
     }
 
-    def use(*encryption_keys):
+    def use(*encryption_keys: str) -> override_settings:
         return override_settings(
             CACHES=caches,
             IDEMPOTENCY={
@@ -347,18 +366,19 @@ def redis_keys():
             },
         )
 
-    def values():
+    def values() -> list[Any]:
         return [
             client.get(k) for k in client.scan_iter(f"{prefix}:*") if b"idempotency:response:" in k
         ]
 
-    use.values = values
-    yield use
+    redis_keys = cast(RedisKeys, use)
+    redis_keys.values = values
+    yield redis_keys
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
 
 
-def from_redis(client, key):
+def from_redis(client: APIClient, key: str) -> tuple[Any, int]:
     """The answer, and the number of statements it sent to the database."""
     with CaptureQueriesContext(connections[conf.get_settings().database]) as queries:
         response = pay(client, key)
@@ -367,7 +387,7 @@ def from_redis(client, key):
 
 
 @needs_redis
-def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys):
+def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys(NEW_KEY):
         first = pay(client, "enc-redis")
@@ -381,7 +401,7 @@ def test_redis_holds_no_plaintext_and_replays_without_the_database(redis_keys):
 
 
 @needs_redis
-def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys):
+def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys(OLD_KEY):
         first = pay(client, "enc-redis-rotate")
@@ -393,7 +413,9 @@ def test_redis_entries_under_an_old_key_replay_after_rotation(redis_keys):
 
 
 @needs_redis
-def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(redis_keys):
+def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(
+    redis_keys: RedisKeys,
+) -> None:
     client = api_client()
     with redis_keys(OLD_KEY):
         pay(client, "enc-redis-gone")
@@ -402,7 +424,7 @@ def test_a_redis_entry_whose_key_was_removed_is_unreadable_like_its_record(redis
     assert Payment.objects.count() == 1
 
 
-def redis_response_key(key):
+def redis_response_key(key: str) -> str:
     from django.core.cache import caches
 
     from django_idempotency.identity import lookup_hash
@@ -412,13 +434,14 @@ def redis_response_key(key):
 
 
 @needs_redis
-def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys):
+def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys: RedisKeys) -> None:
     client = api_client()
     raw = redis.Redis.from_url(REDIS_URL)
     with redis_keys(NEW_KEY):
         victim = pay(client, "enc-redis-victim", data={"amount": 1})
         pay(client, "enc-redis-donor")
         donor = raw.get(redis_response_key("enc-redis-donor"))
+        assert donor is not None
         raw.set(redis_response_key("enc-redis-victim"), donor)
         replay = pay(client, "enc-redis-victim", data={"amount": 1})
 
@@ -427,7 +450,7 @@ def test_a_redis_entry_moved_to_another_key_is_not_replayed(redis_keys):
 
 
 @needs_redis
-def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys):
+def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys: RedisKeys) -> None:
     client = api_client()
     with redis_keys():
         first = pay(client, "enc-redis-plain")
@@ -442,7 +465,9 @@ def test_a_plain_redis_entry_is_not_trusted_once_encryption_is_on(redis_keys):
 # The sample project ----------------------------------------------------------------
 
 
-def sample_manage(tmp_path, encryption_keys, *args):
+def sample_manage(
+    tmp_path: Path, encryption_keys: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
         [sys.executable, os.path.join(root, "sample_project", "manage.py"), *args],
@@ -458,7 +483,7 @@ def sample_manage(tmp_path, encryption_keys, *args):
     )
 
 
-def test_the_sample_project_encrypts_with_the_keys_of_its_environment(tmp_path):
+def test_the_sample_project_encrypts_with_the_keys_of_its_environment(tmp_path: Path) -> None:
     show = "from django_idempotency import conf; print(conf.get_settings().keyring is not None)"
     on = sample_manage(tmp_path, f"{NEW_KEY}, {OLD_KEY}", "shell", "-c", show)
     off = sample_manage(tmp_path, "", "shell", "-c", show)
@@ -468,7 +493,7 @@ def test_the_sample_project_encrypts_with_the_keys_of_its_environment(tmp_path):
     )
 
 
-def test_the_sample_project_refuses_a_bad_key_in_its_environment(tmp_path):
+def test_the_sample_project_refuses_a_bad_key_in_its_environment(tmp_path: Path) -> None:
     result = sample_manage(tmp_path, "not-a-key", "check")
 
     assert result.returncode != 0
@@ -478,12 +503,12 @@ def test_the_sample_project_refuses_a_bad_key_in_its_environment(tmp_path):
 # The outcome look-up and altered header columns -----------------------------------
 
 
-def _look_up(client, key):
+def _look_up(client: APIClient, key: str) -> Any:
     return client.get(f"/idempotency/keys/{key}")
 
 
 @pytest.mark.urls("tests.test_outcome_lookup")
-def test_the_look_up_shows_the_decrypted_body(client):
+def test_the_look_up_shows_the_decrypted_body(client: APIClient) -> None:
     with keys(NEW_KEY, LOOKUP_BODY=True):
         first = pay(client, "k-lookup")
         found = _look_up(client, "k-lookup")
@@ -495,7 +520,7 @@ def test_the_look_up_shows_the_decrypted_body(client):
 
 
 @pytest.mark.urls("tests.test_outcome_lookup")
-def test_the_look_up_of_a_record_no_key_opens_is_the_unreadable_problem(client):
+def test_the_look_up_of_a_record_no_key_opens_is_the_unreadable_problem(client: APIClient) -> None:
     with keys(OLD_KEY):
         pay(client, "k-lookup-lost")
     with keys(NEW_KEY, LOOKUP_BODY=True):
@@ -505,7 +530,9 @@ def test_the_look_up_of_a_record_no_key_opens_is_the_unreadable_problem(client):
 
 @pytest.mark.parametrize("value", ["garbage", '{"X": "1"}', '[["X", 1]]'])
 @pytest.mark.parametrize("encrypted", [True, False], ids=["sealed", "plain"])
-def test_an_altered_headers_column_is_unreadable_not_a_500_traceback(client, value, encrypted):
+def test_an_altered_headers_column_is_unreadable_not_a_500_traceback(
+    client: APIClient, value: str, encrypted: bool
+) -> None:
     settings = keys(NEW_KEY) if encrypted else override_settings()
     with settings:
         pay(client, "k-headers")

@@ -2,6 +2,7 @@
 returned it, what happens to the request that found it."""
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,14 @@ from django_idempotency.models import State
 from django_idempotency.store import Existing
 
 
-def found(*, state, same_request=True, expired=False, abandoned=False, body=b'{"id": 1}'):
+def found(
+    *,
+    state: str,
+    same_request: bool = True,
+    expired: bool = False,
+    abandoned: bool = False,
+    body: Any = b'{"id": 1}',
+) -> Existing:
     return Existing(
         record_id=1,
         state=state,
@@ -25,24 +33,24 @@ def found(*, state, same_request=True, expired=False, abandoned=False, body=b'{"
     )
 
 
-def test_a_completed_record_is_replayed_as_stored():
+def test_a_completed_record_is_replayed_as_stored() -> None:
     stored = replayable(found(state=State.COMPLETED))
     assert stored is not None
     assert (stored.status, stored.body, stored.request_id) == (201, b'{"id": 1}', "req-1")
     assert stored.headers == [("Content-Type", "application/json")]
 
 
-def test_a_record_in_progress_has_nothing_to_replay():
+def test_a_record_in_progress_has_nothing_to_replay() -> None:
     assert replayable(found(state=State.IN_PROGRESS)) is None
 
 
 @pytest.mark.parametrize("same_request", [True, False])
-def test_a_live_record_is_never_taken_over(same_request):
+def test_a_live_record_is_never_taken_over(same_request: bool) -> None:
     assert not should_take_over(found(state=State.COMPLETED, same_request=same_request))
     assert not should_take_over(found(state=State.IN_PROGRESS, same_request=same_request))
 
 
-def test_an_abandoned_claim_is_taken_over_by_the_same_request_only():
+def test_an_abandoned_claim_is_taken_over_by_the_same_request_only() -> None:
     # Another body with the key of a crashed request is a reuse (422), not a retry.
     assert should_take_over(found(state=State.IN_PROGRESS, abandoned=True))
     assert not should_take_over(
@@ -51,7 +59,7 @@ def test_an_abandoned_claim_is_taken_over_by_the_same_request_only():
 
 
 @pytest.mark.parametrize("same_request", [True, False])
-def test_an_expired_record_is_free_for_any_request(same_request):
+def test_an_expired_record_is_free_for_any_request(same_request: bool) -> None:
     same = same_request
     completed = found(state=State.COMPLETED, expired=True, abandoned=True, same_request=same)
     assert should_take_over(completed)
@@ -60,13 +68,13 @@ def test_an_expired_record_is_free_for_any_request(same_request):
 
 
 @pytest.mark.parametrize("same_request", [True, False])
-def test_an_expired_record_whose_request_still_runs_is_not_free(same_request):
+def test_an_expired_record_whose_request_still_runs_is_not_free(same_request: bool) -> None:
     # A takeover near the end of ttl: its worker is live, a second run would overlap it.
     running = found(state=State.IN_PROGRESS, expired=True, same_request=same_request)
     assert not should_take_over(running)
 
 
-def test_every_combination_has_a_decision_and_live_work_is_never_taken_over():
+def test_every_combination_has_a_decision_and_live_work_is_never_taken_over() -> None:
     for state, same, expired, abandoned in itertools.product(
         [State.IN_PROGRESS, State.COMPLETED], [True, False], [True, False], [True, False]
     ):

@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -22,9 +25,8 @@ import django_idempotency
 from django_idempotency.erasure import ErasureIncomplete, erase
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, RecordFactory, UserFactory, api_client
+from tests.helpers import fingerprint_for, needs_redis
 from tests.settings import REDIS_URL
-from tests.test_contract import fingerprint_for
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,18 +34,18 @@ OTHER_SCOPE = "user:other"
 pytestmark = pytest.mark.django_db
 
 
-def post(client, key, amount=1):
+def post(client: APIClient, key: str, amount: int = 1) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def client_for(user):
+def client_for(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
 
 
-def running(scope=CLIENT_SCOPE, **kwargs):
+def running(scope: str = CLIENT_SCOPE, **kwargs: Any) -> IdempotencyRecord:
     """An in-progress record whose request is still running (its lock is live)."""
     now = timezone.now()
     return RecordFactory(
@@ -59,30 +61,30 @@ def running(scope=CLIENT_SCOPE, **kwargs):
     )
 
 
-def abandoned(scope=CLIENT_SCOPE):
+def abandoned(scope: str = CLIENT_SCOPE) -> IdempotencyRecord:
     record = running(scope)
     record.locked_until = timezone.now() - dt.timedelta(seconds=1)
     record.save()
     return record
 
 
-def expired(scope=CLIENT_SCOPE):
+def expired(scope: str = CLIENT_SCOPE) -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(days=2)
     return RecordFactory(scope=scope, created_at=created, expires_at=created + dt.timedelta(days=1))
 
 
-def scopes_left():
+def scopes_left() -> list[str]:
     return sorted(IdempotencyRecord.objects.values_list("scope", flat=True))
 
 
-def delete_statements(queries):
+def delete_statements(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
 
 
 # --- erase() ----------------------------------------------------------------------
 
 
-def test_deletes_every_record_of_the_scope_and_nothing_else():
+def test_deletes_every_record_of_the_scope_and_nothing_else() -> None:
     RecordFactory.create_batch(3)
     expired()
     abandoned()
@@ -94,7 +96,7 @@ def test_deletes_every_record_of_the_scope_and_nothing_else():
     assert set(IdempotencyRecord.objects.values_list("pk", flat=True)) == {r.pk for r in others}
 
 
-def test_a_request_still_running_keeps_its_record_unless_asked():
+def test_a_request_still_running_keeps_its_record_unless_asked() -> None:
     RecordFactory()
     busy = running()
 
@@ -109,7 +111,7 @@ def test_a_request_still_running_keeps_its_record_unless_asked():
     assert not IdempotencyRecord.objects.exists()
 
 
-def test_a_running_request_keeps_its_key_locked_after_an_erasure():
+def test_a_running_request_keeps_its_key_locked_after_an_erasure() -> None:
     # What keeping it is for: a retry of that request still gets 409; it does
     # not run the payment a second time while the first may still run.
     running(key="still-running", fingerprint=fingerprint_for("/function/", {"amount": 1}))
@@ -122,7 +124,7 @@ def test_a_running_request_keeps_its_key_locked_after_an_erasure():
     assert Payment.objects.count() == 0
 
 
-def test_after_erasure_the_key_is_unknown_and_a_retry_runs_again():
+def test_after_erasure_the_key_is_unknown_and_a_retry_runs_again() -> None:
     client = api_client()
     assert post(client, "pay-1").status_code == 201
 
@@ -134,7 +136,7 @@ def test_after_erasure_the_key_is_unknown_and_a_retry_runs_again():
     assert Payment.objects.count() == 2
 
 
-def test_erases_a_users_records_by_the_default_scope():
+def test_erases_a_users_records_by_the_default_scope() -> None:
     alice, bob = UserFactory(), UserFactory()
     for key in ("a-1", "a-2"):
         assert post(client_for(alice), key).status_code == 201
@@ -148,7 +150,7 @@ def test_erases_a_users_records_by_the_default_scope():
     assert scopes_left() == sorted([CLIENT_SCOPE, f"user:{bob.pk}"])
 
 
-def test_a_deleted_user_is_named_by_primary_key():
+def test_a_deleted_user_is_named_by_primary_key() -> None:
     user = UserFactory()
     assert post(client_for(user), "gone-1").status_code == 201
     pk = user.pk
@@ -159,7 +161,7 @@ def test_a_deleted_user_is_named_by_primary_key():
     assert not IdempotencyRecord.objects.exists()
 
 
-def test_deletes_in_batches_of_the_given_size():
+def test_deletes_in_batches_of_the_given_size() -> None:
     RecordFactory.create_batch(5)
     RecordFactory(scope=OTHER_SCOPE)
 
@@ -171,13 +173,15 @@ def test_deletes_in_batches_of_the_given_size():
     assert scopes_left() == [OTHER_SCOPE]
 
 
-def test_a_record_taken_over_between_select_and_delete_stays():
+def test_a_record_taken_over_between_select_and_delete_stays() -> None:
     victim = abandoned()
     other = RecordFactory()
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     relocked = timezone.now() + dt.timedelta(seconds=60)
 
-    def take_over_first(execute, sql, params, many, context):
+    def take_over_first(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
         # A retry takes the abandoned claim over just before our DELETE.
         if sql.lstrip().upper().startswith("DELETE"):
             execute(
@@ -196,7 +200,7 @@ def test_a_record_taken_over_between_select_and_delete_stays():
     assert IdempotencyRecord.objects.filter(pk=victim.pk).exists()
 
 
-def test_dry_run_counts_and_deletes_nothing():
+def test_dry_run_counts_and_deletes_nothing() -> None:
     RecordFactory.create_batch(2)
     running()
     before = IdempotencyRecord.objects.count()
@@ -209,7 +213,7 @@ def test_dry_run_counts_and_deletes_nothing():
     assert IdempotencyRecord.objects.count() == before
 
 
-def test_a_scope_longer_than_its_column_is_found_as_stored():
+def test_a_scope_longer_than_its_column_is_found_as_stored() -> None:
     long_scope = "tenant:" + "x" * 400
     assert post(api_client(), "long", 1).status_code == 201  # an unrelated record
     RecordFactory(scope=long_scope[:255])
@@ -228,14 +232,14 @@ def test_a_scope_longer_than_its_column_is_found_as_stored():
         ({"scope": "user:1", "batch_size": 0}, "batch_size"),
     ],
 )
-def test_rejects_what_names_no_caller(kwargs, message):
+def test_rejects_what_names_no_caller(kwargs: dict[str, Any], message: str) -> None:
     RecordFactory()
     with pytest.raises(ValueError, match=message):
         erase(**kwargs)
     assert IdempotencyRecord.objects.count() == 1
 
 
-def test_is_exported_from_the_package():
+def test_is_exported_from_the_package() -> None:
     assert django_idempotency.erase is erase
     assert "erase" in django_idempotency.__all__
 
@@ -244,7 +248,7 @@ def test_is_exported_from_the_package():
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[tuple[redis.Redis, str]]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
     with _redis_settings(REDIS_URL, prefix):
@@ -253,7 +257,7 @@ def redis_front():
         client.delete(key)
 
 
-def _redis_settings(location, prefix):
+def _redis_settings(location: str, prefix: str) -> override_settings:
     return override_settings(
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -268,12 +272,14 @@ def _redis_settings(location, prefix):
     )
 
 
-def cached_responses(client, prefix, lookup_hashes):
+def cached_responses(client: redis.Redis, prefix: str, lookup_hashes: set[str]) -> set[str]:
     return {h for h in lookup_hashes if client.exists(f"{prefix}:1:idempotency:response:{h}")}
 
 
 @needs_redis
-def test_cached_responses_of_the_scope_leave_redis_too(redis_front):
+def test_cached_responses_of_the_scope_leave_redis_too(
+    redis_front: tuple[redis.Redis, str],
+) -> None:
     raw, prefix = redis_front
     user = UserFactory()
     for key in ("r-1", "r-2"):
@@ -300,7 +306,7 @@ def test_cached_responses_of_the_scope_leave_redis_too(redis_front):
     assert post(api_client(), "r-3").headers["Idempotent-Replayed"] == "true"
 
 
-def test_an_unreachable_redis_fails_the_erasure_and_keeps_it_repeatable():
+def test_an_unreachable_redis_fails_the_erasure_and_keeps_it_repeatable() -> None:
     RecordFactory.create_batch(2)
     with _redis_settings("redis://127.0.0.1:1/15", "unreachable"):
         with pytest.raises(ErasureIncomplete, match="could not be reached"):
@@ -316,13 +322,13 @@ def test_an_unreachable_redis_fails_the_erasure_and_keeps_it_repeatable():
 # --- the command --------------------------------------------------------------------
 
 
-def run_command(*args, **kwargs):
+def run_command(*args: str, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
 
 
-def test_command_scope_erases_live_records_of_that_scope_only():
+def test_command_scope_erases_live_records_of_that_scope_only() -> None:
     RecordFactory.create_batch(3)
     RecordFactory(scope=OTHER_SCOPE)
     expired(OTHER_SCOPE)  # the purge would take it; an erasure of another scope does not
@@ -335,7 +341,7 @@ def test_command_scope_erases_live_records_of_that_scope_only():
     assert scopes_left() == [OTHER_SCOPE, OTHER_SCOPE]
 
 
-def test_command_user():
+def test_command_user() -> None:
     user = UserFactory()
     RecordFactory.create_batch(2, scope=f"user:{user.pk}")
     RecordFactory()
@@ -347,7 +353,7 @@ def test_command_user():
     assert scopes_left() == [CLIENT_SCOPE]
 
 
-def test_command_dry_run_with_scope():
+def test_command_dry_run_with_scope() -> None:
     RecordFactory.create_batch(2)
 
     out, _ = run_command("--scope", CLIENT_SCOPE, "--dry-run")
@@ -356,7 +362,7 @@ def test_command_dry_run_with_scope():
     assert IdempotencyRecord.objects.count() == 2
 
 
-def test_command_says_on_stderr_what_it_kept_and_how_to_finish():
+def test_command_says_on_stderr_what_it_kept_and_how_to_finish() -> None:
     RecordFactory()
     running()
 
@@ -373,7 +379,7 @@ def test_command_says_on_stderr_what_it_kept_and_how_to_finish():
     assert not IdempotencyRecord.objects.exists()
 
 
-def test_command_verbosity_zero_is_silent():
+def test_command_verbosity_zero_is_silent() -> None:
     RecordFactory()
 
     assert run_command("--scope", CLIENT_SCOPE, "-v", "0") == ("", "")
@@ -392,14 +398,16 @@ def test_command_verbosity_zero_is_silent():
         (["--scope", "user:1", "--database", "nowhere"], "Unknown database alias"),
     ],
 )
-def test_command_rejects_bad_options(args, message):
+def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     RecordFactory(scope="user:1")
     with pytest.raises(CommandError, match=message):
         run_command(*args)
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(tmp_path, settings_body, *args):
+def _run_manage(
+    tmp_path: Path, settings_body: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "erasure_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,
@@ -417,7 +425,7 @@ def _run_manage(tmp_path, settings_body, *args):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_command_from_the_shell_exit_status(tmp_path):
+def test_command_from_the_shell_exit_status(tmp_path: Path) -> None:
     RecordFactory.create_batch(2)
     RecordFactory(scope=OTHER_SCOPE)
     current = connection.settings_dict

@@ -4,6 +4,8 @@ request say until when the key is remembered, as an HTTP date."""
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -13,15 +15,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 from django.utils.http import parse_http_date
+from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from django_idempotency import idempotent
 from django_idempotency.identity import lookup_hash
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, RecordFactory, api_client
+from tests.helpers import fingerprint_for, needs_redis
 from tests.settings import REDIS_URL
-from tests.test_contract import fingerprint_for
-from tests.test_redis import needs_redis
 from tests.testapp.models import Payment
 
 pytestmark = pytest.mark.django_db
@@ -30,27 +32,27 @@ HEADER = "Idempotency-Key-Expires"
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION")
 
 
-def post(client, key, amount=1, query=""):
+def post(client: APIClient, key: str, amount: int = 1, query: str = "") -> Any:
     return client.post(
         f"/function/{query}", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key
     )
 
 
-def advertised(response):
+def advertised(response: Any) -> int:
     return parse_http_date(response.headers[HEADER])
 
 
-def expiry_of(key):
+def expiry_of(key: str) -> int:
     return int(IdempotencyRecord.objects.get(key=key).expires_at.timestamp())
 
 
 @pytest.fixture
-def expiry_on(settings):
+def expiry_on(settings: Settings) -> None:
     settings.IDEMPOTENCY = {"EXPIRY_HEADER": HEADER}
 
 
 @pytest.fixture
-def redis_front():
+def redis_front() -> Iterator[redis.Redis]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     raw = redis.Redis.from_url(REDIS_URL)
     with override_settings(
@@ -70,14 +72,14 @@ def redis_front():
         raw.delete(key)
 
 
-def statements(call):
+def statements(call: Callable[[], Any]) -> tuple[Any, list[str]]:
     with CaptureQueriesContext(connection) as captured:
         response = call()
     sql = [q["sql"] for q in captured.captured_queries]
     return response, [s for s in sql if not s.lstrip().upper().startswith(_CONTROL)]
 
 
-def test_the_first_response_carries_the_records_expiry(expiry_on):
+def test_the_first_response_carries_the_records_expiry(expiry_on: None) -> None:
     response = post(api_client(), "first")
 
     assert response.status_code == 201
@@ -86,7 +88,7 @@ def test_the_first_response_carries_the_records_expiry(expiry_on):
     assert response.headers[HEADER].endswith(" GMT")
 
 
-def test_the_expiry_is_the_ttl_from_the_first_request(settings):
+def test_the_expiry_is_the_ttl_from_the_first_request(settings: Settings) -> None:
     settings.IDEMPOTENCY = {"EXPIRY_HEADER": HEADER, "TTL": dt.timedelta(hours=2)}
     before = timezone.now()
 
@@ -96,7 +98,7 @@ def test_the_expiry_is_the_ttl_from_the_first_request(settings):
     assert abs(advertised(response) - expected.timestamp()) <= 2
 
 
-def test_a_replay_carries_the_same_expiry(expiry_on):
+def test_a_replay_carries_the_same_expiry(expiry_on: None) -> None:
     client = api_client()
     first = post(client, "again")
 
@@ -107,7 +109,7 @@ def test_a_replay_carries_the_same_expiry(expiry_on):
     assert advertised(replay) == expiry_of("again")
 
 
-def test_a_takeover_keeps_the_first_requests_expiry(expiry_on):
+def test_a_takeover_keeps_the_first_requests_expiry(expiry_on: None) -> None:
     # The first request's worker died: its claim ran out, its expiry stands.
     now = timezone.now()
     first_expiry = now + dt.timedelta(hours=3, seconds=0.5)
@@ -132,7 +134,7 @@ def test_a_takeover_keeps_the_first_requests_expiry(expiry_on):
     assert advertised(replay) == int(first_expiry.timestamp())
 
 
-def test_a_key_reused_after_expiry_advertises_its_new_expiry(expiry_on):
+def test_a_key_reused_after_expiry_advertises_its_new_expiry(expiry_on: None) -> None:
     created = timezone.now() - dt.timedelta(days=2)
     RecordFactory(key="reborn", created_at=created, expires_at=created + dt.timedelta(days=1))
 
@@ -146,7 +148,9 @@ def test_a_key_reused_after_expiry_advertises_its_new_expiry(expiry_on):
     assert new_expiry - 1 <= advertised(response) <= new_expiry
 
 
-def test_without_returning_the_estimate_is_never_later_than_the_record(expiry_on, monkeypatch):
+def test_without_returning_the_estimate_is_never_later_than_the_record(
+    expiry_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # MySQL (and SQLite before 3.35) cannot return the expiry from the INSERT.
     if connection.vendor == "postgresql":
         pytest.skip("PostgreSQL's claim statement always returns the expiry")
@@ -159,7 +163,7 @@ def test_without_returning_the_estimate_is_never_later_than_the_record(expiry_on
     assert advertised(post(api_client(), "estimated")) == expiry_of("estimated")
 
 
-def test_off_by_default():
+def test_off_by_default() -> None:
     client = api_client()
     first = post(client, "plain")
     replay = post(client, "plain")
@@ -169,7 +173,7 @@ def test_off_by_default():
     assert replay.headers["Idempotent-Replayed"] == "true"
 
 
-def test_an_answer_that_is_not_stored_advertises_no_expiry(expiry_on):
+def test_an_answer_that_is_not_stored_advertises_no_expiry(expiry_on: None) -> None:
     # A 5xx releases the key: a retry runs again, there is no expiry to tell.
     failed = post(api_client(), "boom", query="?fail=500")
     declined = post(api_client(), "declined", query="?fail=402")
@@ -180,7 +184,7 @@ def test_an_answer_that_is_not_stored_advertises_no_expiry(expiry_on):
     assert advertised(declined) == expiry_of("declined")
 
 
-def test_problem_responses_carry_no_expiry(expiry_on):
+def test_problem_responses_carry_no_expiry(expiry_on: None) -> None:
     client = api_client()
     post(client, "reused")
 
@@ -190,8 +194,8 @@ def test_problem_responses_carry_no_expiry(expiry_on):
     assert HEADER not in mismatch.headers
 
 
-def test_the_expiry_costs_no_statement(settings):
-    def counts():
+def test_the_expiry_costs_no_statement(settings: Settings) -> None:
+    def counts() -> tuple[int, int]:
         client = api_client()
         key = uuid.uuid4().hex
         _, first = statements(lambda: post(client, key))
@@ -207,7 +211,7 @@ def test_the_expiry_costs_no_statement(settings):
 
 
 @needs_redis
-def test_a_replay_from_redis_carries_the_expiry(redis_front):
+def test_a_replay_from_redis_carries_the_expiry(redis_front: redis.Redis) -> None:
     client = api_client()
     first = post(client, "cached")
 
@@ -220,13 +224,16 @@ def test_a_replay_from_redis_carries_the_expiry(redis_front):
 
 
 @needs_redis
-def test_a_redis_entry_cached_before_the_upgrade_replays_without_it(redis_front):
+def test_a_redis_entry_cached_before_the_upgrade_replays_without_it(
+    redis_front: redis.Redis,
+) -> None:
     client = api_client()
     first = post(client, "old-entry")
     response_key = caches["redis"].make_key(
         f"idempotency:response:{lookup_hash(CLIENT_SCOPE, 'old-entry', None)}"
     )
     raw = redis_front.get(response_key)
+    assert isinstance(raw, bytes)
     head, _, body = raw.partition(b"\0")
     # The four-field head an earlier version wrote.
     redis_front.set(response_key, json.dumps(json.loads(head)[:4]).encode() + b"\0" + body)
@@ -255,18 +262,18 @@ def test_a_redis_entry_cached_before_the_upgrade_replays_without_it(redis_front)
         ({"expiry_header": 3600}, "must be an HTTP header name"),
     ],
 )
-def test_rejects_an_unusable_header(options, message):
+def test_rejects_an_unusable_header(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=message):
         idempotent(**options)
 
 
 @override_settings(ROOT_URLCONF="sample_project.urls")
-def test_the_sample_checkout_advertises_the_expiry():
+def test_the_sample_checkout_advertises_the_expiry() -> None:
     guest = APIClient()
     assert guest.get("/checkout/").status_code == 200  # starts the guest's session
     payment = {"amount": 1250, "currency": "EUR"}
 
-    def pay():
+    def pay() -> Any:
         return guest.post(
             "/checkout/payments/", payment, format="json", HTTP_IDEMPOTENCY_KEY="basket-7"
         )

@@ -1,8 +1,11 @@
 """The default fingerprint compares what the client meant to send, not how
 its HTTP library happened to encode it."""
 
+from typing import Any
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
 
 from tests.factories import api_client
 from tests.testapp.models import Payment
@@ -27,17 +30,19 @@ def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def send(client, boundary, amount="3", file_content=b"receipt"):
+def send(
+    client: APIClient, boundary: str, amount: str = "3", file_content: bytes = b"receipt"
+) -> Any:
     return client.generic(
         "POST",
         "/function/",
-        multipart(boundary, amount, file_content),
+        multipart(boundary, amount, file_content),  # type: ignore[arg-type]  # stubs: str; Django takes bytes
         content_type=f"multipart/form-data; boundary={boundary}",
         HTTP_IDEMPOTENCY_KEY="upload-1",
     )
 
 
-def test_multipart_retry_with_a_new_boundary_is_the_same_request():
+def test_multipart_retry_with_a_new_boundary_is_the_same_request() -> None:
     client = api_client()
     first = send(client, "boundaryAAA")
     retry = send(client, "boundaryBBB")
@@ -50,7 +55,9 @@ def test_multipart_retry_with_a_new_boundary_is_the_same_request():
 @pytest.mark.parametrize(
     ("amount", "file_content"), [("4", b"receipt"), ("3", b"another receipt")]
 )
-def test_multipart_with_other_fields_or_file_content_is_a_reuse(amount, file_content):
+def test_multipart_with_other_fields_or_file_content_is_a_reuse(
+    amount: str, file_content: bytes
+) -> None:
     client = api_client()
     assert send(client, "boundaryAAA").status_code == 201
     reuse = send(client, "boundaryBBB", amount=amount, file_content=file_content)
@@ -58,7 +65,7 @@ def test_multipart_with_other_fields_or_file_content_is_a_reuse(amount, file_con
     assert Payment.objects.count() == 1
 
 
-def test_test_client_uploads_are_fingerprinted_by_content():
+def test_test_client_uploads_are_fingerprinted_by_content() -> None:
     client = api_client()
     upload = SimpleUploadedFile("r.txt", b"receipt")
     first = client.post("/function/", {"amount": 3, "receipt": upload}, HTTP_IDEMPOTENCY_KEY="u2")
@@ -68,13 +75,13 @@ def test_test_client_uploads_are_fingerprinted_by_content():
     assert retry["Idempotent-Replayed"] == "true"
 
 
-def _send(client, body, content_type, key, **extra):
+def _send(client: APIClient, body: Any, content_type: str, key: str, **extra: Any) -> Any:
     return client.generic(
         "POST", "/function/", body, content_type=content_type, HTTP_IDEMPOTENCY_KEY=key, **extra
     )
 
 
-def test_the_same_bytes_under_another_content_type_are_another_request():
+def test_the_same_bytes_under_another_content_type_are_another_request() -> None:
     client = api_client()
     first = _send(client, b"amount=5", "application/x-www-form-urlencoded", "ct-1")
     assert first.status_code == 201
@@ -83,7 +90,7 @@ def test_the_same_bytes_under_another_content_type_are_another_request():
     assert Payment.objects.count() == 1
 
 
-def test_json_and_a_form_with_the_same_bytes_are_different_requests():
+def test_json_and_a_form_with_the_same_bytes_are_different_requests() -> None:
     client = api_client()
     body = b'{"amount": 5}'
     assert _send(client, body, "application/json", "ct-2").status_code == 201
@@ -93,7 +100,7 @@ def test_json_and_a_form_with_the_same_bytes_are_different_requests():
     assert retry["Idempotent-Replayed"] == "true"
 
 
-def test_a_json_retry_never_gets_the_browsable_api_page_stored_for_a_browser():
+def test_a_json_retry_never_gets_the_browsable_api_page_stored_for_a_browser() -> None:
     client = api_client()
     page = _send(client, b'{"amount": 5}', "application/json", "acc-1", HTTP_ACCEPT="text/html")
     assert page.status_code == 201

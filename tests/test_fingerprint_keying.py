@@ -3,9 +3,12 @@ cannot be recovered from a row by brute force, and rotating the secret (the
 old one in SECRET_KEY_FALLBACKS) keeps live keys replaying."""
 
 import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 from django.test import override_settings
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
 from tests.factories import api_client
@@ -14,11 +17,11 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def post(client, key, amount):
+def post(client: APIClient, key: str, amount: int) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def _unkeyed_guesses(amount_range):
+def _unkeyed_guesses(amount_range: Iterable[int]) -> Iterator[tuple[int, str]]:
     """What an attacker with the row could compute without the secret: the
     old scheme (SHA-256 of method, path, query and SHA-256 of the body)."""
     from rest_framework.request import Request
@@ -32,14 +35,14 @@ def _unkeyed_guesses(amount_range):
         yield amount, default_fingerprint(request).hex()
 
 
-def test_the_stored_fingerprint_cannot_be_matched_without_the_secret():
+def test_the_stored_fingerprint_cannot_be_matched_without_the_secret() -> None:
     post(api_client(), "pin-1", 4821)
     stored = IdempotencyRecord.objects.get(key="pin-1").fingerprint
     assert all(guess != stored for _, guess in _unkeyed_guesses(range(4815, 4830)))
     assert stored not in {hashlib.sha256(b'{"amount":4821}').hexdigest()}
 
 
-def test_another_secret_gives_another_fingerprint():
+def test_another_secret_gives_another_fingerprint() -> None:
     with override_settings(SECRET_KEY="first-secret"):
         post(api_client(), "pin-2", 1)
     with override_settings(SECRET_KEY="second-secret"):
@@ -49,7 +52,7 @@ def test_another_secret_gives_another_fingerprint():
     assert first != second
 
 
-def test_a_rotated_secret_in_the_fallbacks_keeps_live_keys_replaying():
+def test_a_rotated_secret_in_the_fallbacks_keeps_live_keys_replaying() -> None:
     client = api_client()
     with override_settings(SECRET_KEY="old-secret"):
         first = post(client, "rot-1", 7)
@@ -63,7 +66,7 @@ def test_a_rotated_secret_in_the_fallbacks_keeps_live_keys_replaying():
     assert Payment.objects.count() == 1
 
 
-def test_without_the_old_secret_a_retry_is_refused_not_run_again():
+def test_without_the_old_secret_a_retry_is_refused_not_run_again() -> None:
     client = api_client()
     with override_settings(SECRET_KEY="old-secret"):
         post(client, "rot-2", 7)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(
     os.environ.get("IDEMPOTENCY_TEST_INSTALLED_WHEEL") != "1", reason="runs against the checkout"
 )
-def test_the_package_under_test_is_the_installed_wheel():
+def test_the_package_under_test_is_the_installed_wheel() -> None:
     location = Path(django_idempotency.__file__).resolve()
 
     checkout = ROOT / "django_idempotency"

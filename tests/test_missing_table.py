@@ -32,7 +32,7 @@ print(json.dumps({"status": response.status_code, "headers": dict(response.heade
 """
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "unmigrated_settings.py").write_text(
         _PROJECT.format(db=str(tmp_path / "empty.sqlite3"))
     )
@@ -46,7 +46,9 @@ def _run(tmp_path, *args):
     )
 
 
-def test_a_keyed_request_without_the_table_is_a_clear_500_not_a_retryable_503(tmp_path):
+def test_a_keyed_request_without_the_table_is_a_clear_500_not_a_retryable_503(
+    tmp_path: Path,
+) -> None:
     result = _run(tmp_path, "-c", _REQUEST)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -57,13 +59,13 @@ def test_a_keyed_request_without_the_table_is_a_clear_500_not_a_retryable_503(tm
     assert any("migrate django_idempotency" in message for message in errors)
 
 
-def test_check_with_the_database_tag_reports_the_missing_table(tmp_path):
+def test_check_with_the_database_tag_reports_the_missing_table(tmp_path: Path) -> None:
     result = _run(tmp_path, "-m", "django", "check", "--database", "default")
     assert "django_idempotency.W002" in result.stderr + result.stdout
     assert "migrate django_idempotency" in result.stderr + result.stdout
 
 
-def test_check_is_quiet_about_the_table_once_migrated(tmp_path):
+def test_check_is_quiet_about_the_table_once_migrated(tmp_path: Path) -> None:
     migrate = _run(tmp_path, "-m", "django", "migrate", "-v", "0")
     assert migrate.returncode == 0, migrate.stderr
     result = _run(tmp_path, "-m", "django", "check", "--database", "default")

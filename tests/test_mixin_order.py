@@ -1,5 +1,7 @@
 """The mixin placed after the DRF view class would never run: refused at class creation."""
 
+from typing import Any
+
 import pytest
 from rest_framework import generics
 from rest_framework.views import APIView
@@ -7,14 +9,14 @@ from rest_framework.views import APIView
 from django_idempotency.mixins import IdempotencyMixin
 
 
-def test_mixin_after_the_drf_class_is_refused_when_the_class_is_created():
+def test_mixin_after_the_drf_class_is_refused_when_the_class_is_created() -> None:
     with pytest.raises(TypeError, match=r"(?s)IdempotencyMixin must come before.*CreateAPIView"):
 
-        class WrongOrder(generics.CreateAPIView, IdempotencyMixin):
+        class WrongOrder(generics.CreateAPIView[Any], IdempotencyMixin):
             idempotency_options = {"required": True}
 
 
-def test_mixin_before_the_drf_class_is_accepted_and_inherits():
+def test_mixin_before_the_drf_class_is_accepted_and_inherits() -> None:
     class RightOrder(IdempotencyMixin, APIView):
         pass
 

@@ -1,8 +1,11 @@
 """Guarantee 7: records on their own database alias (IDEMPOTENCY["DATABASE"])."""
 
+from typing import Any
+
 import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext, override_settings
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
 from tests.factories import api_client
@@ -11,12 +14,12 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db(databases=["default", "records"])
 
 
-def post(client, path, key, amount=1):
+def post(client: APIClient, path: str, key: str, amount: int = 1) -> Any:
     return client.post(path, {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
 @override_settings(IDEMPOTENCY={"DATABASE": "records"})
-def test_records_live_on_the_configured_alias():
+def test_records_live_on_the_configured_alias() -> None:
     client = api_client()
     with CaptureQueriesContext(connections["records"]) as record_queries:
         first = post(client, "/function/", "multi-1")
@@ -32,7 +35,7 @@ def test_records_live_on_the_configured_alias():
 
 
 @override_settings(IDEMPOTENCY={"DATABASE": "records"})
-def test_atomic_mode_covers_the_records_alias_only():
+def test_atomic_mode_covers_the_records_alias_only() -> None:
     # The atomic view writes its Payment on "default" and then raises: atomic
     # mode wraps the records alias, so the record is released but the write on
     # "default" is not rolled back. docs/concurrency.md says so.

@@ -179,14 +179,21 @@ UNPROTECTED = [
 ]
 
 
-def test_the_served_schema_is_valid_openapi(schema):
+def test_the_served_schema_is_valid_openapi(schema: dict[str, Any]) -> None:
     validate(schema)
 
 
 @pytest.mark.parametrize(("method", "route", "raw", "header", "required", "low", "high"), PROTECTED)
 def test_a_protected_operation_documents_its_own_key_header(
-    schema, method, route, raw, header, required, low, high
-):
+    schema: dict[str, Any],
+    method: str,
+    route: str,
+    raw: Any,
+    header: str,
+    required: bool,
+    low: int,
+    high: int,
+) -> None:
     parameter = _header_parameters(_operation(schema, method, route))[header]
     assert parameter["required"] is required
     assert parameter["schema"]["minLength"] == low
@@ -194,7 +201,7 @@ def test_a_protected_operation_documents_its_own_key_header(
     assert parameter["schema"]["pattern"] == f"^(?:{_options(raw).key_pattern.pattern})$"
 
 
-def test_the_stannp_operation_documents_only_its_own_header_name(schema):
+def test_the_stannp_operation_documents_only_its_own_header_name(schema: dict[str, Any]) -> None:
     headers = _header_parameters(_operation(schema, "POST", "/stannp/letters/"))
     assert "Idempotency-Key" not in headers
     assert "X-Idempotency-Key" in headers
@@ -223,8 +230,15 @@ KEYS = [
 
 @pytest.mark.parametrize(("method", "route", "raw", "header", "required", "low", "high"), PROTECTED)
 def test_a_client_that_checks_keys_against_the_schema_sends_exactly_the_keys_the_view_accepts(
-    schema, method, route, raw, header, required, low, high
-):
+    schema: dict[str, Any],
+    method: str,
+    route: str,
+    raw: Any,
+    header: str,
+    required: bool,
+    low: int,
+    high: int,
+) -> None:
     key_schema = _header_parameters(_operation(schema, method, route))[header]["schema"]
     options = _options(raw)
     for key in KEYS:
@@ -244,8 +258,15 @@ def test_a_client_that_checks_keys_against_the_schema_sends_exactly_the_keys_the
 
 @pytest.mark.parametrize(("method", "route", "raw", "header", "required", "low", "high"), PROTECTED)
 def test_a_protected_operation_documents_the_problems_the_app_answers(
-    schema, method, route, raw, header, required, low, high
-):
+    schema: dict[str, Any],
+    method: str,
+    route: str,
+    raw: Any,
+    header: str,
+    required: bool,
+    low: int,
+    high: int,
+) -> None:
     options = _options(raw)
     by_status = _problem_codes_by_status(_operation(schema, method, route))
     expected: dict[str, list[str]] = {
@@ -257,7 +278,9 @@ def test_a_protected_operation_documents_the_problems_the_app_answers(
     assert by_status == expected
 
 
-def test_txcloud_answers_a_reused_key_with_409_next_to_the_request_in_progress(schema):
+def test_txcloud_answers_a_reused_key_with_409_next_to_the_request_in_progress(
+    schema: dict[str, Any],
+) -> None:
     operation = _operation(schema, "POST", "/txcloud/identity/verify")
     assert _problem_codes_by_status(operation)["409"] == [REUSED, IN_PROGRESS]
     assert "422" not in operation["responses"]
@@ -265,8 +288,15 @@ def test_txcloud_answers_a_reused_key_with_409_next_to_the_request_in_progress(s
 
 @pytest.mark.parametrize(("method", "route", "raw", "header", "required", "low", "high"), PROTECTED)
 def test_problem_responses_carry_problem_documents_and_their_headers(
-    schema, method, route, raw, header, required, low, high
-):
+    schema: dict[str, Any],
+    method: str,
+    route: str,
+    raw: Any,
+    header: str,
+    required: bool,
+    low: int,
+    high: int,
+) -> None:
     operation = _operation(schema, method, route)
     for status in _problem_codes_by_status(operation):
         response = operation["responses"][status]
@@ -283,8 +313,15 @@ def test_problem_responses_carry_problem_documents_and_their_headers(
 
 @pytest.mark.parametrize(("method", "route", "raw", "header", "required", "low", "high"), PROTECTED)
 def test_the_views_own_responses_document_the_replay_and_request_id_headers(
-    schema, method, route, raw, header, required, low, high
-):
+    schema: dict[str, Any],
+    method: str,
+    route: str,
+    raw: Any,
+    header: str,
+    required: bool,
+    low: int,
+    high: int,
+) -> None:
     responses = _operation(schema, method, route)["responses"]
     successes = [status for status in responses if status.startswith("2")]
     assert successes
@@ -294,7 +331,7 @@ def test_the_views_own_responses_document_the_replay_and_request_id_headers(
         assert "X-Request-Id" in headers
 
 
-def test_an_expiry_header_is_documented_on_the_views_own_responses(schema):
+def test_an_expiry_header_is_documented_on_the_views_own_responses(schema: dict[str, Any]) -> None:
     # The checkout sets expiry_header; the other groups do not.
     responses = _operation(schema, "post", "/checkout/payments/")["responses"]
     successes = [status for status in responses if status.startswith("2")]
@@ -306,14 +343,16 @@ def test_an_expiry_header_is_documented_on_the_views_own_responses(schema):
     assert "Idempotency-Key-Expires" not in others
 
 
-def test_stannp_documents_its_replays_under_409(schema):
+def test_stannp_documents_its_replays_under_409(schema: dict[str, Any]) -> None:
     replay = _operation(schema, "POST", "/stannp/letters/")["responses"]["409"]
     assert "Idempotent-Replayed" in replay["headers"]
     assert "replay" in replay["description"].lower()
 
 
 @pytest.mark.parametrize(("method", "route"), UNPROTECTED)
-def test_an_unprotected_operation_gets_nothing(schema, method, route):
+def test_an_unprotected_operation_gets_nothing(
+    schema: dict[str, Any], method: str, route: str
+) -> None:
     operation = _operation(schema, method, route)
     assert not {"Idempotency-Key", "X-Idempotency-Key"} & set(_header_parameters(operation))
     for response in operation["responses"].values():
@@ -323,7 +362,7 @@ def test_an_unprotected_operation_gets_nothing(schema, method, route):
         )
 
 
-def test_the_code_enum_is_the_list_of_docs_errors(schema):
+def test_the_code_enum_is_the_list_of_docs_errors(schema: dict[str, Any]) -> None:
     documented = re.findall(r"^## `(\w+)`", (ROOT / "docs" / "errors.md").read_text(), re.M)
     enum = schema["components"]["schemas"]["IdempotencyProblemCode"]["enum"]
     assert sorted(documented) == enum == problem_codes()
@@ -331,7 +370,7 @@ def test_the_code_enum_is_the_list_of_docs_errors(schema):
     assert problem["properties"]["code"] == {"$ref": "#/components/schemas/IdempotencyProblemCode"}
 
 
-def test_no_operation_is_described_by_the_mixins_docstring(schema):
+def test_no_operation_is_described_by_the_mixins_docstring(schema: dict[str, Any]) -> None:
     mixin_doc = inspect.cleandoc(IdempotencyMixin.__doc__ or "")
     for route, operations in schema["paths"].items():
         for method, operation in operations.items():
@@ -349,7 +388,7 @@ class _LinksAndScripts(HTMLParser):
                 self.urls.append(value)
 
 
-def test_the_swagger_ui_is_served_from_local_assets_only(sample):
+def test_the_swagger_ui_is_served_from_local_assets_only(sample: Server) -> None:
     page = sample.get("/api/docs/")
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
@@ -369,7 +408,7 @@ def test_the_swagger_ui_is_served_from_local_assets_only(sample):
     assert "/api/schema/" in page.text
 
 
-def test_the_index_links_the_schema_and_the_swagger_ui(sample):
+def test_the_index_links_the_schema_and_the_swagger_ui(sample: Server) -> None:
     index = sample.get("/", headers={"Accept": "application/json"}).json()
     assert index["openapi"] == {"schema": "/api/schema/", "swagger_ui": "/api/docs/"}
 
@@ -377,15 +416,15 @@ def test_the_index_links_the_schema_and_the_swagger_ui(sample):
 # In-process generation, for what the sample project cannot show.
 
 
-class _Body(serializers.Serializer):
+class _Body(serializers.Serializer[Any]):
     amount = serializers.IntegerField()
 
 
-class _Undocumented(IdempotencyMixin, generics.CreateAPIView):
+class _Undocumented(IdempotencyMixin, generics.CreateAPIView[Any]):
     serializer_class = _Body
 
 
-class _DocumentedBase(generics.CreateAPIView):
+class _DocumentedBase(generics.CreateAPIView[Any]):
     """Create a thing; the base class says so."""
 
     serializer_class = _Body
@@ -398,16 +437,16 @@ class _InheritsItsDoc(IdempotencyMixin, _DocumentedBase):
 def _generate(schema_class: str) -> dict[str, Any]:
     rest_framework = {**settings.REST_FRAMEWORK, "DEFAULT_SCHEMA_CLASS": schema_class}
     with override_settings(REST_FRAMEWORK=rest_framework):
-        generator = SchemaGenerator(
+        generator = SchemaGenerator(  # type: ignore[no-untyped-call]  # as in openapi.py
             patterns=[
                 path("undocumented/", _Undocumented.as_view()),
                 path("inherits/", _InheritsItsDoc.as_view()),
             ]
         )
-        return generator.get_schema(request=None, public=True)  # type: ignore[no-any-return]
+        return generator.get_schema(request=None, public=True)  # type: ignore[no-untyped-call,no-any-return]
 
 
-def test_a_view_without_a_docstring_gets_no_description_but_the_mixin_keeps_its_own():
+def test_a_view_without_a_docstring_gets_no_description_but_the_mixin_keeps_its_own() -> None:
     mixin_doc = inspect.cleandoc(IdempotencyMixin.__doc__ or "")
     # What drf-spectacular alone does: the mixin's docstring for the operation.
     plain = _generate("drf_spectacular.openapi.AutoSchema")
@@ -428,20 +467,20 @@ def _spectacular_checked(schema_class: str) -> list[str]:
         modify_settings(INSTALLED_APPS={"append": "drf_spectacular"}),
         override_settings(REST_FRAMEWORK=rest_framework),
     ):
-        return [message.id for message in check_schema_class()]
+        return [str(message.id) for message in check_schema_class()]
 
 
 class ProjectSpectacularSchema(IdempotencySchemaMixin, SpectacularAutoSchema):
     """A project's own AutoSchema, with the app's mixin first."""
 
 
-def test_the_check_warns_when_drf_spectacular_runs_without_the_apps_schema_class():
+def test_the_check_warns_when_drf_spectacular_runs_without_the_apps_schema_class() -> None:
     assert _spectacular_checked("drf_spectacular.openapi.AutoSchema") == ["django_idempotency.W004"]
     assert _spectacular_checked(OUR_SCHEMA) == []
     assert _spectacular_checked(f"{__name__}.ProjectSpectacularSchema") == []
 
 
-def test_the_check_is_silent_without_drf_spectacular_in_installed_apps():
+def test_the_check_is_silent_without_drf_spectacular_in_installed_apps() -> None:
     rest_framework = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -453,7 +492,7 @@ def test_the_check_is_silent_without_drf_spectacular_in_installed_apps():
         assert check_schema_class() == []
 
 
-def test_the_module_imports_without_drf_spectacular():
+def test_the_module_imports_without_drf_spectacular() -> None:
     script = textwrap.dedent(
         """
         import importlib.abc, sys
@@ -520,21 +559,21 @@ def _resolved(**raw: Any) -> Options:
 
 
 @pytest.mark.parametrize("pattern", NOT_PORTABLE)
-def test_a_pattern_that_ecmascript_reads_otherwise_is_described_not_published(pattern):
+def test_a_pattern_that_ecmascript_reads_otherwise_is_described_not_published(pattern: str) -> None:
     options = _resolved(key_pattern=pattern)
     parameter = _key_parameter(options)
     assert "pattern" not in parameter["schema"]
     assert f"`{pattern}`" in parameter["description"]
 
 
-def test_a_compiled_patterns_flags_are_described():
+def test_a_compiled_patterns_flags_are_described() -> None:
     options = _resolved(key_pattern=re.compile(r"[a-z]+", re.IGNORECASE))
     parameter = _key_parameter(options)
     assert "pattern" not in parameter["schema"]
     assert "`[a-z]+` with the flags IGNORECASE" in parameter["description"]
 
 
-def test_published_patterns_accept_in_ecmascript_exactly_what_the_server_accepts():
+def test_published_patterns_accept_in_ecmascript_exactly_what_the_server_accepts() -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
@@ -570,16 +609,17 @@ def test_published_patterns_accept_in_ecmascript_exactly_what_the_server_accepts
         assert in_ecmascript[pattern] == on_the_server, pattern
 
 
-def test_the_description_says_how_long_keys_are_kept_in_words():
-    def remembered(ttl):
-        return _key_parameter(_resolved(ttl=ttl))["description"]
+def test_the_description_says_how_long_keys_are_kept_in_words() -> None:
+    def remembered(ttl: int) -> str:
+        description: str = _key_parameter(_resolved(ttl=ttl))["description"]
+        return description
 
     assert "Remembered for 1 hour from" in remembered(3600)
     assert "Remembered for 7 days from" in remembered(7 * 86400)
     assert "Remembered for 90 seconds from" in remembered(90)
 
 
-def test_the_description_says_a_comma_is_refused():
+def test_the_description_says_a_comma_is_refused() -> None:
     # A pattern that allows commas: the server still refuses "a,b" (two header values).
     parameter = _key_parameter(_resolved(key_pattern=r".+"))
     assert "comma" in parameter["description"]

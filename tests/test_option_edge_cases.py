@@ -1,10 +1,14 @@
 """Custom fingerprints keep endpoints apart, impossible option values are
 refused at decoration, the admin date hierarchy never scans for DISTINCT dates."""
 
+from typing import Any
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
 from django.urls import path
 from rest_framework.decorators import api_view
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_idempotency import idempotent
@@ -12,20 +16,20 @@ from tests.factories import api_client
 from tests.testapp.models import Payment
 
 
-def body_only(request):
+def body_only(request: Request) -> bytes:
     return request._request.body
 
 
 @api_view(["POST"])
 @idempotent(fingerprint=body_only)
-def endpoint_a(request):
+def endpoint_a(request: Request) -> Response:
     Payment.objects.create(amount=1, reference="a")
     return Response({"endpoint": "a"}, status=201)
 
 
 @api_view(["POST"])
 @idempotent(fingerprint=body_only)
-def endpoint_b(request):
+def endpoint_b(request: Request) -> Response:
     Payment.objects.create(amount=1, reference="b")
     return Response({"endpoint": "b"}, status=201)
 
@@ -35,7 +39,7 @@ urlpatterns = [path("a/", endpoint_a), path("b/", endpoint_b)]
 
 @pytest.mark.urls(__name__)
 @pytest.mark.django_db
-def test_custom_fingerprint_keeps_endpoints_apart():
+def test_custom_fingerprint_keeps_endpoints_apart() -> None:
     # per_endpoint=False: the same key on another endpoint is a reuse (422),
     # never a replay of the other endpoint's answer, whatever the fingerprint.
     client = api_client()
@@ -56,13 +60,13 @@ def test_custom_fingerprint_keeps_endpoints_apart():
         ({"request_id_header": "Idempotency-Key"}, "request_id_header"),
     ],
 )
-def test_impossible_values_are_refused_at_decoration(options, message):
+def test_impossible_values_are_refused_at_decoration(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=message):
         idempotent(**options)
 
 
 @pytest.mark.django_db
-def test_admin_date_hierarchy_never_scans_for_distinct_dates(admin_client):
+def test_admin_date_hierarchy_never_scans_for_distinct_dates(admin_client: Client) -> None:
     import datetime as dt
 
     from django.db import connection

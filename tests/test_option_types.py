@@ -49,12 +49,12 @@ class Transfers(IdempotencyMixin, CreateAPIView):  # type: ignore[type-arg]
 '''
 
 
-def test_the_typed_options_are_the_options():
+def test_the_typed_options_are_the_options() -> None:
     assert set(typing.get_type_hints(IdempotencyOptions)) == {spec.name for spec in SPECS}
     assert IdempotencyOptions.__total__ is False  # every option may be left out
 
 
-def test_mypy_rejects_a_misspelled_option_and_a_wrong_value(tmp_path):
+def test_mypy_rejects_a_misspelled_option_and_a_wrong_value(tmp_path: Path) -> None:
     (tmp_path / "views.py").write_text(VIEWS)
     env = dict(os.environ)
     package_root = Path(django_idempotency.__file__).resolve().parent.parent

@@ -8,8 +8,10 @@ import logging
 import re
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import override_settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.options import MAX_DURATION
@@ -21,14 +23,14 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def opt(name):
+def opt(name: str) -> str:
     return f"/options/{name}/"
 
 
 # header -----------------------------------------------------------------------
 
 
-def test_header_custom_name_carries_the_key(client):
+def test_header_custom_name_carries_the_key(client: APIClient) -> None:
     first = post(client, opt("header"), key="k", header="X-Custom-Key")
     retry = post(client, opt("header"), key="k", header="X-Custom-Key")
 
@@ -37,7 +39,7 @@ def test_header_custom_name_carries_the_key(client):
     assert Payment.objects.count() == 1
 
 
-def test_header_default_name_is_ignored_when_another_is_configured(client):
+def test_header_default_name_is_ignored_when_another_is_configured(client: APIClient) -> None:
     post(client, opt("header"), key="k")
     response = post(client, opt("header"), key="k")
 
@@ -47,7 +49,7 @@ def test_header_default_name_is_ignored_when_another_is_configured(client):
     assert Payment.objects.count() == 2
 
 
-def test_header_name_matches_case_insensitively(client):
+def test_header_name_matches_case_insensitively(client: APIClient) -> None:
     # Header names are case-insensitive in HTTP; the WSGI environ spells them
     # upper-case whatever the client sent, and the option may be any case.
     post(client, "/function/", key="k", header="IDEMPOTENCY-KEY")
@@ -57,7 +59,7 @@ def test_header_name_matches_case_insensitively(client):
 
 
 @override_settings(IDEMPOTENCY={"HEADER": "X-Setting-Key"})
-def test_header_from_the_setting(client):
+def test_header_from_the_setting(client: APIClient) -> None:
     post(client, "/function/", key="k", header="X-Setting-Key")
     response = post(client, "/function/", key="k", header="X-Setting-Key")
 
@@ -68,30 +70,30 @@ def test_header_from_the_setting(client):
 # required ---------------------------------------------------------------------
 
 
-def test_required_refuses_a_request_without_key(client):
+def test_required_refuses_a_request_without_key(client: APIClient) -> None:
     response = post(client, opt("required"))
 
     assert_problem(response, 400, "idempotency_key_missing")
     assert Payment.objects.count() == 0
 
 
-def test_required_accepts_a_request_with_key(client):
+def test_required_accepts_a_request_with_key(client: APIClient) -> None:
     assert post(client, opt("required"), key="k").status_code == 201
 
 
-def test_not_required_by_default(client):
+def test_not_required_by_default(client: APIClient) -> None:
     assert post(client, "/function/").status_code == 201
 
 
 @override_settings(IDEMPOTENCY={"REQUIRED": True})
-def test_required_from_the_setting(client):
+def test_required_from_the_setting(client: APIClient) -> None:
     assert_problem(post(client, "/function/"), 400, "idempotency_key_missing")
 
 
 # methods ----------------------------------------------------------------------
 
 
-def test_methods_listed_methods_are_protected(client):
+def test_methods_listed_methods_are_protected(client: APIClient) -> None:
     for method in ("put", "delete"):
         first = post(client, opt("methods"), key=method, method=method)
         retry = post(client, opt("methods"), key=method, method=method)
@@ -101,7 +103,7 @@ def test_methods_listed_methods_are_protected(client):
 
 
 @pytest.mark.parametrize("method", ["post", "patch"])
-def test_methods_other_methods_ignore_the_key(client, method):
+def test_methods_other_methods_ignore_the_key(client: APIClient, method: str) -> None:
     post(client, opt("methods"), key="k", method=method)
     response = post(client, opt("methods"), key="k", method=method)
 
@@ -110,7 +112,7 @@ def test_methods_other_methods_ignore_the_key(client, method):
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_methods_default_protects_post_and_patch_only(client):
+def test_methods_default_protects_post_and_patch_only(client: APIClient) -> None:
     for method in ("post", "patch"):
         post(client, "/function/", key=method, method=method)
         assert post(client, "/function/", key=method, method=method)["Idempotent-Replayed"]
@@ -122,7 +124,7 @@ def test_methods_default_protects_post_and_patch_only(client):
 
 
 @pytest.mark.parametrize(("key", "rule"), [("k" * 7, "at least 8"), ("k" * 17, "at most 16")])
-def test_key_length_bounds_are_enforced(client, key, rule):
+def test_key_length_bounds_are_enforced(client: APIClient, key: str, rule: str) -> None:
     problem = assert_problem(post(client, opt("lengths"), key=key), 400, "idempotency_key_invalid")
 
     assert rule in problem["detail"]
@@ -130,16 +132,16 @@ def test_key_length_bounds_are_enforced(client, key, rule):
 
 
 @pytest.mark.parametrize("length", [8, 16])
-def test_key_length_bounds_are_inclusive(client, length):
+def test_key_length_bounds_are_inclusive(client: APIClient, length: int) -> None:
     assert post(client, opt("lengths"), key="k" * length).status_code == 201
 
 
-def test_key_max_length_default_is_255(client):
+def test_key_max_length_default_is_255(client: APIClient) -> None:
     assert post(client, "/function/", key="k" * 255).status_code == 201
     assert_problem(post(client, "/function/", key="k" * 256), 400, "idempotency_key_invalid")
 
 
-def test_1024_character_keys_work_on_every_database(client):
+def test_1024_character_keys_work_on_every_database(client: APIClient) -> None:
     long_a = "a" * 1023 + "1"
     long_b = "a" * 1023 + "2"  # differs only in its last character
 
@@ -157,7 +159,7 @@ def test_1024_character_keys_work_on_every_database(client):
     assert Payment.objects.count() == 2
 
 
-def test_key_longer_than_1024_is_refused(client):
+def test_key_longer_than_1024_is_refused(client: APIClient) -> None:
     problem = assert_problem(
         post(client, opt("long-keys"), key="a" * 1025), 400, "idempotency_key_invalid"
     )
@@ -167,7 +169,7 @@ def test_key_longer_than_1024_is_refused(client):
 # key_pattern ------------------------------------------------------------------
 
 
-def test_key_pattern_must_match_the_whole_key(client):
+def test_key_pattern_must_match_the_whole_key(client: APIClient) -> None:
     assert post(client, opt("pattern"), key="ord_1234").status_code == 201
     for key in ("ord_12345", "xord_1234", "ord_12a4"):
         problem = assert_problem(
@@ -178,11 +180,11 @@ def test_key_pattern_must_match_the_whole_key(client):
 
 
 @pytest.mark.parametrize("key", ['a"b', "a b", "a\tb"])
-def test_key_pattern_default_refuses_quotes_and_spaces(client, key):
+def test_key_pattern_default_refuses_quotes_and_spaces(client: APIClient, key: str) -> None:
     assert_problem(post(client, "/function/", key=key), 400, "idempotency_key_invalid")
 
 
-def test_key_pattern_default_accepts_visible_ascii(client):
+def test_key_pattern_default_accepts_visible_ascii(client: APIClient) -> None:
     key = "!#$%&'()*+-./0-9:;<=>?@A-Z[\\]^_`a-z{|}~"
     assert post(client, "/function/", key=key).status_code == 201
     assert record_for(key)
@@ -191,7 +193,7 @@ def test_key_pattern_default_accepts_visible_ascii(client):
 # ttl --------------------------------------------------------------------------
 
 
-def test_ttl_expiry_frees_the_key(client):
+def test_ttl_expiry_frees_the_key(client: APIClient) -> None:
     first = post(client, opt("short-ttl"), key="k")
     replay = post(client, opt("short-ttl"), key="k")
     advance(2.1, key="k")  # ttl is 2 s
@@ -204,7 +206,7 @@ def test_ttl_expiry_frees_the_key(client):
     assert Payment.objects.count() == 2
 
 
-def test_the_longest_ttl_is_stored_and_replayed_on_every_backend(client):
+def test_the_longest_ttl_is_stored_and_replayed_on_every_backend(client: APIClient) -> None:
     # A century from now still fits every database's date range.
     first = post(client, opt("longest-ttl"), key="k")
     replay = post(client, opt("longest-ttl"), key="k")
@@ -215,7 +217,7 @@ def test_the_longest_ttl_is_stored_and_replayed_on_every_backend(client):
     assert record.expires_at - record.created_at == MAX_DURATION
 
 
-def test_ttl_counts_from_the_first_request(client):
+def test_ttl_counts_from_the_first_request(client: APIClient) -> None:
     post(client, "/function/", key="k")
     record = record_for("k")
 
@@ -223,14 +225,14 @@ def test_ttl_counts_from_the_first_request(client):
 
 
 @override_settings(IDEMPOTENCY={"TTL": dt.timedelta(hours=2)})
-def test_ttl_from_the_setting(client):
+def test_ttl_from_the_setting(client: APIClient) -> None:
     post(client, "/function/", key="k")
     record = record_for("k")
 
     assert record.expires_at - record.created_at == dt.timedelta(hours=2)
 
 
-def test_ttl_a_record_past_its_expiry_is_replaced(client):
+def test_ttl_a_record_past_its_expiry_is_replaced(client: APIClient) -> None:
     RecordFactory(
         key="k",
         fingerprint=fingerprint_for("/function/", {"amount": 10}),
@@ -248,7 +250,9 @@ def test_ttl_a_record_past_its_expiry_is_replaced(client):
 
 
 @pytest.mark.parametrize("name", ["scope-callable", "scope-dotted"])
-def test_scope_callable_defines_the_key_space(client, user_client, name):
+def test_scope_callable_defines_the_key_space(
+    client: APIClient, user_client: APIClient, name: str
+) -> None:
     first = post(client, opt(name), key="k", HTTP_X_TENANT="a")
     other_tenant = post(client, opt(name), key="k", HTTP_X_TENANT="b")
     same_tenant_other_user = post(user_client, opt(name), key="k", HTTP_X_TENANT="a")
@@ -263,7 +267,7 @@ def test_scope_callable_defines_the_key_space(client, user_client, name):
     assert Payment.objects.count() == 2
 
 
-def test_scope_default_is_the_user(user_client, user):
+def test_scope_default_is_the_user(user_client: APIClient, user: User) -> None:
     post(user_client, "/function/", key="k")
 
     assert record_for("k").scope == f"user:{user.pk}"
@@ -272,7 +276,7 @@ def test_scope_default_is_the_user(user_client, user):
 # per_endpoint -----------------------------------------------------------------
 
 
-def test_per_endpoint_true_same_key_on_two_endpoints_is_two_operations(client):
+def test_per_endpoint_true_same_key_on_two_endpoints_is_two_operations(client: APIClient) -> None:
     a = post(client, "/per-endpoint/a/", key="k")
     b = post(client, "/per-endpoint/b/", key="k")
     a_retry = post(client, "/per-endpoint/a/", key="k")
@@ -290,7 +294,7 @@ def test_per_endpoint_true_same_key_on_two_endpoints_is_two_operations(client):
     ]
 
 
-def test_per_endpoint_false_same_key_on_two_endpoints_is_a_reuse(client):
+def test_per_endpoint_false_same_key_on_two_endpoints_is_a_reuse(client: APIClient) -> None:
     post(client, "/function/", key="k")
     response = post(client, "/apiview/", key="k")
 
@@ -301,7 +305,7 @@ def test_per_endpoint_false_same_key_on_two_endpoints_is_a_reuse(client):
 # fingerprint ------------------------------------------------------------------
 
 
-def test_fingerprint_callable_decides_what_is_the_same_request(client):
+def test_fingerprint_callable_decides_what_is_the_same_request(client: APIClient) -> None:
     first = post(client, opt("fingerprint"), {"amount": 5, "reference": "x"}, key="k")
     same = post(client, opt("fingerprint"), {"amount": 5, "reference": "y"}, key="k")
     different = post(client, opt("fingerprint"), {"amount": 6, "reference": "x"}, key="k")
@@ -313,7 +317,7 @@ def test_fingerprint_callable_decides_what_is_the_same_request(client):
     assert re.fullmatch(r"[0-9a-f]{64}", record_for("k").fingerprint)
 
 
-def test_fingerprint_default_is_the_raw_body(client):
+def test_fingerprint_default_is_the_raw_body(client: APIClient) -> None:
     # Same JSON document, different bytes: not the same request.
     client.post(
         "/function/", b'{"amount": 5}', content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
@@ -328,7 +332,7 @@ def test_fingerprint_default_is_the_raw_body(client):
 # replay_status ----------------------------------------------------------------
 
 
-def test_replay_status_replaces_the_status_on_replays_only(client):
+def test_replay_status_replaces_the_status_on_replays_only(client: APIClient) -> None:
     first = post(client, opt("replay-status"), key="k")
     retry = post(client, opt("replay-status"), key="k")
 
@@ -338,7 +342,7 @@ def test_replay_status_replaces_the_status_on_replays_only(client):
 
 
 @override_settings(IDEMPOTENCY={"REPLAY_STATUS": 200})
-def test_replay_status_per_view_beats_the_setting(client):
+def test_replay_status_per_view_beats_the_setting(client: APIClient) -> None:
     post(client, "/function/", key="k")
     post(client, "/letters/", key="l", header="X-Idempotency-Key")
 
@@ -349,7 +353,7 @@ def test_replay_status_per_view_beats_the_setting(client):
 # replayed_header --------------------------------------------------------------
 
 
-def test_replayed_header_custom_name(client):
+def test_replayed_header_custom_name(client: APIClient) -> None:
     first = post(client, opt("replayed-header"), key="k")
     retry = post(client, opt("replayed-header"), key="k")
 
@@ -358,7 +362,7 @@ def test_replayed_header_custom_name(client):
     assert "Idempotent-Replayed" not in retry
 
 
-def test_replayed_header_none_disables_it(client):
+def test_replayed_header_none_disables_it(client: APIClient) -> None:
     first = post(client, opt("no-replayed-header"), key="k")
     retry = post(client, opt("no-replayed-header"), key="k")
 
@@ -370,7 +374,7 @@ def test_replayed_header_none_disables_it(client):
 # request_id_header ------------------------------------------------------------
 
 
-def test_request_id_is_generated_when_none_is_sent(client):
+def test_request_id_is_generated_when_none_is_sent(client: APIClient) -> None:
     first = post(client, "/function/", key="k1")
     second = post(client, "/function/", key="k2")
 
@@ -379,7 +383,7 @@ def test_request_id_is_generated_when_none_is_sent(client):
     assert record_for("k1").request_id == first["X-Request-Id"]
 
 
-def test_request_id_well_formed_incoming_id_is_kept(client):
+def test_request_id_well_formed_incoming_id_is_kept(client: APIClient) -> None:
     response = post(client, "/function/", key="k", HTTP_X_REQUEST_ID="req-2024.01:abc")
 
     assert response["X-Request-Id"] == "req-2024.01:abc"
@@ -387,14 +391,14 @@ def test_request_id_well_formed_incoming_id_is_kept(client):
 
 
 @pytest.mark.parametrize("incoming", ["has spaces", "x" * 500, "<script>", ""])
-def test_request_id_malformed_incoming_id_is_replaced(client, incoming):
+def test_request_id_malformed_incoming_id_is_replaced(client: APIClient, incoming: str) -> None:
     response = post(client, "/function/", key="k", HTTP_X_REQUEST_ID=incoming)
 
     assert response["X-Request-Id"]
     assert response["X-Request-Id"] != incoming
 
 
-def test_request_id_replay_carries_the_original_id(client):
+def test_request_id_replay_carries_the_original_id(client: APIClient) -> None:
     post(client, "/function/", key="k", HTTP_X_REQUEST_ID="original")
     retry = post(client, "/function/", key="k", HTTP_X_REQUEST_ID="retry")
 
@@ -402,7 +406,7 @@ def test_request_id_replay_carries_the_original_id(client):
     assert retry["X-Request-Id"] == "original"
 
 
-def test_request_id_on_problem_responses(client):
+def test_request_id_on_problem_responses(client: APIClient) -> None:
     post(client, "/function/", key="k")
     response = post(client, "/function/", {"amount": 1}, key="k", HTTP_X_REQUEST_ID="mine")
 
@@ -410,7 +414,7 @@ def test_request_id_on_problem_responses(client):
     assert response["X-Request-Id"] == "mine"
 
 
-def test_request_id_header_custom_name(client):
+def test_request_id_header_custom_name(client: APIClient) -> None:
     first = post(client, opt("request-id-header"), key="k", HTTP_X_CORRELATION_ID="c-1")
     retry = post(client, opt("request-id-header"), key="k", HTTP_X_CORRELATION_ID="c-2")
 
@@ -420,7 +424,7 @@ def test_request_id_header_custom_name(client):
     assert "X-Request-Id" not in retry
 
 
-def test_request_id_header_none_disables_it(client):
+def test_request_id_header_none_disables_it(client: APIClient) -> None:
     first = post(client, opt("no-request-id"), key="k", HTTP_X_REQUEST_ID="req-1")
     retry = post(client, opt("no-request-id"), key="k", HTTP_X_REQUEST_ID="req-1")
     mismatch = post(client, opt("no-request-id"), {"amount": 1}, key="k", HTTP_X_REQUEST_ID="req-1")
@@ -433,7 +437,7 @@ def test_request_id_header_none_disables_it(client):
 # mismatch_status --------------------------------------------------------------
 
 
-def test_mismatch_status_replaces_422(client):
+def test_mismatch_status_replaces_422(client: APIClient) -> None:
     post(client, opt("mismatch-status"), key="k")
     response = post(client, opt("mismatch-status"), {"amount": 1}, key="k")
 
@@ -444,7 +448,7 @@ def test_mismatch_status_replaces_422(client):
 # store_server_errors ----------------------------------------------------------
 
 
-def test_store_server_errors_true_replays_5xx(client):
+def test_store_server_errors_true_replays_5xx(client: APIClient) -> None:
     first = post(client, opt("store-server-errors") + "?fail=500", key="k")
     retry = post(client, opt("store-server-errors") + "?fail=500", key="k")
 
@@ -455,7 +459,7 @@ def test_store_server_errors_true_replays_5xx(client):
     assert record_for("k").response_status == 500
 
 
-def test_store_server_errors_false_releases_the_key(client):
+def test_store_server_errors_false_releases_the_key(client: APIClient) -> None:
     post(client, "/function/?fail=500", key="k")
 
     assert IdempotencyRecord.objects.count() == 0
@@ -466,7 +470,9 @@ def test_store_server_errors_false_releases_the_key(client):
 # max_response_bytes -----------------------------------------------------------
 
 
-def test_max_response_bytes_oversized_response_passes_through_unstored(client, caplog):
+def test_max_response_bytes_oversized_response_passes_through_unstored(
+    client: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="django_idempotency"):
         first = post(client, opt("max-response-bytes"), key="k")
 
@@ -480,16 +486,18 @@ def test_max_response_bytes_oversized_response_passes_through_unstored(client, c
     assert Payment.objects.count() == 2
 
 
-def test_max_response_bytes_default_stores_ordinary_responses(client):
+def test_max_response_bytes_default_stores_ordinary_responses(client: APIClient) -> None:
     post(client, "/binary/", key="k")  # 1 KiB of binary
 
-    assert len(record_for("k").response_body) == 1024
+    body = record_for("k").response_body
+    assert body is not None
+    assert len(body) == 1024
 
 
 # lock_timeout -----------------------------------------------------------------
 
 
-def _abandoned(key, locked_until, url="/function/"):
+def _abandoned(key: str, locked_until: dt.datetime, url: str = "/function/") -> IdempotencyRecord:
     created = timezone.now() - dt.timedelta(minutes=5)
     return RecordFactory(
         key=key,
@@ -504,7 +512,9 @@ def _abandoned(key, locked_until, url="/function/"):
     )
 
 
-def test_lock_timeout_abandoned_record_is_taken_over(client, caplog):
+def test_lock_timeout_abandoned_record_is_taken_over(
+    client: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
     old = _abandoned("k", timezone.now() - dt.timedelta(seconds=1))
 
     with caplog.at_level(logging.WARNING, logger="django_idempotency"):
@@ -517,20 +527,21 @@ def test_lock_timeout_abandoned_record_is_taken_over(client, caplog):
     assert record.pk == old.pk
     assert record.state == State.COMPLETED
     assert record.token != old.token
+    assert record.response_body is not None
     assert bytes(record.response_body) == response.content
     assert any("abandoned" in r.getMessage() for r in caplog.records)
     # The taken-over record now replays like any other.
     assert post(client, "/function/", key="k")["Idempotent-Replayed"] == "true"
 
 
-def test_lock_timeout_live_claim_is_not_taken_over(client):
+def test_lock_timeout_live_claim_is_not_taken_over(client: APIClient) -> None:
     _abandoned("k", timezone.now() + dt.timedelta(seconds=30))
 
     assert_problem(post(client, "/function/", key="k"), 409, "idempotency_request_in_progress")
     assert Payment.objects.count() == 0
 
 
-def test_lock_timeout_sets_locked_until(client):
+def test_lock_timeout_sets_locked_until(client: APIClient) -> None:
     post(client, "/function/", key="k")
     record = record_for("k")
 
@@ -541,7 +552,7 @@ def test_lock_timeout_sets_locked_until(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_atomic_view_writes_and_record_commit_together():
+def test_atomic_view_writes_and_record_commit_together() -> None:
     client = api_client()
     response = post(client, "/atomic/", key="k")
     retry = post(client, "/atomic/", key="k")
@@ -553,7 +564,7 @@ def test_atomic_view_writes_and_record_commit_together():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_atomic_exception_leaves_neither_the_writes_nor_the_record():
+def test_atomic_exception_leaves_neither_the_writes_nor_the_record() -> None:
     client = api_client()
     with pytest.raises(RuntimeError):
         post(client, "/atomic/?fail=raise", key="k")
@@ -564,7 +575,7 @@ def test_atomic_exception_leaves_neither_the_writes_nor_the_record():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_not_atomic_exception_keeps_the_writes_but_no_record():
+def test_not_atomic_exception_keeps_the_writes_but_no_record() -> None:
     client = api_client()
     with pytest.raises(RuntimeError):
         post(client, "/function/?fail=raise", key="k")
@@ -576,14 +587,14 @@ def test_not_atomic_exception_keeps_the_writes_but_no_record():
 # Callables that return the wrong thing fail loudly, never silently share ---------
 
 
-def test_scope_callable_returning_an_empty_scope_is_an_error(client):
+def test_scope_callable_returning_an_empty_scope_is_an_error(client: APIClient) -> None:
     with pytest.raises(TypeError, match="non-empty str"):
         post(client, opt("empty-scope"), key="k")
     assert IdempotencyRecord.objects.count() == 0
     assert Payment.objects.count() == 0
 
 
-def test_fingerprint_callable_returning_a_non_string_is_an_error(client):
+def test_fingerprint_callable_returning_a_non_string_is_an_error(client: APIClient) -> None:
     with pytest.raises(TypeError, match="str or bytes"):
         post(client, opt("int-fingerprint"), key="k")
     assert IdempotencyRecord.objects.count() == 0

@@ -28,7 +28,8 @@ from django_idempotency.lookup import OutcomeLookupView
 from django_idempotency.models import IdempotencyRecord, State
 from tests import clock
 from tests.factories import RecordFactory, api_client
-from tests.test_redis import needs_redis, redis_lock  # noqa: F401  (a fixture)
+from tests.helpers import needs_redis
+from tests.test_redis import redis_lock  # noqa: F401  (a fixture)
 from tests.urls import urlpatterns as test_urlpatterns
 
 urlpatterns = [*test_urlpatterns, path("idempotency/", include("django_idempotency.urls"))]
@@ -70,7 +71,7 @@ def parse_time(value: str) -> dt.datetime:
 # The three states -----------------------------------------------------------
 
 
-def test_a_completed_request_shows_its_status_endpoint_and_lifetime(client):
+def test_a_completed_request_shows_its_status_endpoint_and_lifetime(client: APIClient) -> None:
     key = new_key()
     send(client, "/function/", key)
 
@@ -91,7 +92,7 @@ def test_a_completed_request_shows_its_status_endpoint_and_lifetime(client):
     assert expires == record.expires_at
 
 
-def test_a_request_still_running_is_in_progress_without_a_response(client):
+def test_a_request_still_running_is_in_progress_without_a_response(client: APIClient) -> None:
     key = new_key()
     RecordFactory(
         key=key,
@@ -112,7 +113,7 @@ def test_a_request_still_running_is_in_progress_without_a_response(client):
     assert look_up(client, key).json()["state"] == "in_progress"
 
 
-def test_a_key_past_its_ttl_is_expired_by_the_database_clock(client):
+def test_a_key_past_its_ttl_is_expired_by_the_database_clock(client: APIClient) -> None:
     key = new_key()
     send(client, "/function/", key)
 
@@ -125,7 +126,7 @@ def test_a_key_past_its_ttl_is_expired_by_the_database_clock(client):
     assert outcome["response"] == {"status": 201}
 
 
-def test_a_look_up_costs_one_statement(client):
+def test_a_look_up_costs_one_statement(client: APIClient) -> None:
     key = new_key()
     send(client, "/function/", key)
 
@@ -135,7 +136,7 @@ def test_a_look_up_costs_one_statement(client):
     assert len(queries) == 1  # the API key authenticates without the database
 
 
-def test_a_key_with_a_slash_is_found(client):
+def test_a_key_with_a_slash_is_found(client: APIClient) -> None:
     key = "orders/2024/0001"
     send(client, "/function/", key)
 
@@ -145,7 +146,7 @@ def test_a_key_with_a_slash_is_found(client):
 # Unknown keys and other callers' keys ------------------------------------------
 
 
-def test_an_unknown_key_is_a_404_problem(client):
+def test_an_unknown_key_is_a_404_problem(client: APIClient) -> None:
     response = look_up(client, new_key())
 
     body = problem(response, 404, "idempotency_key_unknown")
@@ -153,7 +154,9 @@ def test_an_unknown_key_is_a_404_problem(client):
     assert response["Cache-Control"] == "no-store"
 
 
-def test_another_callers_key_is_indistinguishable_from_an_unknown_key(user_client):
+def test_another_callers_key_is_indistinguishable_from_an_unknown_key(
+    user_client: APIClient,
+) -> None:
     key = new_key()
     send(api_client("someone-else"), "/function/", key)
 
@@ -177,10 +180,10 @@ def test_another_callers_key_is_indistinguishable_from_an_unknown_key(user_clien
 
 
 def _tenant(request: Any) -> str:
-    return "tenant:" + request.headers["X-Tenant"]
+    return "tenant:" + str(request.headers["X-Tenant"])
 
 
-def test_the_scope_setting_decides_whose_keys_are_found():
+def test_the_scope_setting_decides_whose_keys_are_found() -> None:
     key = new_key()
     acme = APIClient(HTTP_X_TENANT="acme")
     with override_settings(IDEMPOTENCY={"SCOPE": f"{__name__}._tenant"}):
@@ -192,7 +195,7 @@ def test_the_scope_setting_decides_whose_keys_are_found():
 # Bodies ------------------------------------------------------------------------
 
 
-def test_the_body_is_shown_only_when_the_setting_allows_it(client):
+def test_the_body_is_shown_only_when_the_setting_allows_it(client: APIClient) -> None:
     key = new_key()
     first = send(client, "/function/", key)
 
@@ -205,7 +208,7 @@ def test_the_body_is_shown_only_when_the_setting_allows_it(client):
     assert response["content_type"] == "application/json"
 
 
-def test_a_body_that_is_not_utf8_comes_as_base64(client):
+def test_a_body_that_is_not_utf8_comes_as_base64(client: APIClient) -> None:
     key = new_key()
     first = client.post("/binary/", HTTP_IDEMPOTENCY_KEY=key)
 
@@ -217,7 +220,7 @@ def test_a_body_that_is_not_utf8_comes_as_base64(client):
     assert response["content_type"] == "application/pdf"
 
 
-def test_a_lookup_body_that_is_not_a_bool_is_refused_by_the_setting_check():
+def test_a_lookup_body_that_is_not_a_bool_is_refused_by_the_setting_check() -> None:
     from django_idempotency.checks import check_settings
 
     with override_settings(IDEMPOTENCY={"LOOKUP_BODY": "yes"}):
@@ -240,16 +243,18 @@ def test_a_lookup_body_that_is_not_a_bool_is_refused_by_the_setting_check():
         ("tab%09inside", "control characters"),
     ],
 )
-def test_a_key_that_breaks_the_key_rules_is_a_400(client, key, rule):
+def test_a_key_that_breaks_the_key_rules_is_a_400(client: APIClient, key: str, rule: str) -> None:
     body = problem(look_up(client, key), 400, "idempotency_key_invalid")
     assert rule in body["detail"]
 
 
-def test_an_anonymous_caller_gets_the_anonymous_key_problem(anonymous_client):
+def test_an_anonymous_caller_gets_the_anonymous_key_problem(anonymous_client: APIClient) -> None:
     problem(look_up(anonymous_client, new_key()), 400, "idempotency_key_anonymous")
 
 
-def test_drf_permissions_answer_before_the_scope(anonymous_client, monkeypatch):
+def test_drf_permissions_answer_before_the_scope(
+    anonymous_client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # What DEFAULT_PERMISSION_CLASSES = [IsAuthenticated] gives the view.
     monkeypatch.setattr(OutcomeLookupView, "permission_classes", [IsAuthenticated])
 
@@ -262,7 +267,7 @@ def test_drf_permissions_answer_before_the_scope(anonymous_client, monkeypatch):
 # per_endpoint records -----------------------------------------------------------
 
 
-def test_a_per_endpoint_key_is_found_with_the_endpoint_it_was_sent_to(client):
+def test_a_per_endpoint_key_is_found_with_the_endpoint_it_was_sent_to(client: APIClient) -> None:
     key = new_key()
     send(client, "/per-endpoint/a/", key)
     send(client, "/per-endpoint/b/", key)
@@ -278,7 +283,7 @@ def test_a_per_endpoint_key_is_found_with_the_endpoint_it_was_sent_to(client):
     problem(look_up(client, key, endpoint="PATCH /per-endpoint/a/"), 404, "idempotency_key_unknown")
 
 
-def test_an_endpoint_parameter_still_finds_a_key_shared_by_all_endpoints(client):
+def test_an_endpoint_parameter_still_finds_a_key_shared_by_all_endpoints(client: APIClient) -> None:
     key = new_key()
     send(client, "/function/", key)
 
@@ -289,7 +294,9 @@ def test_an_endpoint_parameter_still_finds_a_key_shared_by_all_endpoints(client)
 # Throttling --------------------------------------------------------------------
 
 
-def test_scoped_rate_throttle_users_throttle_it_under_its_scope(client, monkeypatch):
+def test_scoped_rate_throttle_users_throttle_it_under_its_scope(
+    client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # What DEFAULT_THROTTLE_CLASSES and DEFAULT_THROTTLE_RATES give DRF views
     # when the URLconf is imported (DRF reads them into class attributes then).
     monkeypatch.setattr(OutcomeLookupView, "throttle_classes", [ScopedRateThrottle])
@@ -301,7 +308,9 @@ def test_scoped_rate_throttle_users_throttle_it_under_its_scope(client, monkeypa
     assert statuses == [404, 404, 429]
 
 
-def test_scoped_rate_throttle_without_a_rate_for_it_leaves_it_unthrottled(client, monkeypatch):
+def test_scoped_rate_throttle_without_a_rate_for_it_leaves_it_unthrottled(
+    client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # DRF raises ImproperlyConfigured (a 500) for a scope without a rate.
     monkeypatch.setattr(OutcomeLookupView, "throttle_classes", [ScopedRateThrottle])
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"other": "1/min"})
@@ -344,7 +353,7 @@ def _schema(schema_class: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "schema_class", ["django_idempotency.openapi.AutoSchema", "drf_spectacular.openapi.AutoSchema"]
 )
-def test_the_schema_documents_the_look_up(schema_class):
+def test_the_schema_documents_the_look_up(schema_class: str) -> None:
     schema = _schema(schema_class)
     validate(schema)
 
@@ -379,7 +388,7 @@ def test_the_schema_documents_the_look_up(schema_class):
 
 @needs_redis
 @pytest.mark.usefixtures("redis_lock")
-def test_with_the_redis_front_the_record_in_the_database_answers(client):
+def test_with_the_redis_front_the_record_in_the_database_answers(client: APIClient) -> None:
     key = new_key()
     first = send(client, "/function/", key)
     replay = client.post("/function/", {"amount": 10}, format="json", HTTP_IDEMPOTENCY_KEY=key)
@@ -404,7 +413,7 @@ def _token_client(user: Any) -> APIClient:
 
 
 @pytest.mark.urls("sample_project.urls")
-def test_the_sample_project_looks_up_its_payments_and_txcloud_checks():
+def test_the_sample_project_looks_up_its_payments_and_txcloud_checks() -> None:
     from tests.factories import UserFactory
 
     alice, bob = _token_client(UserFactory()), _token_client(UserFactory())

@@ -111,7 +111,7 @@ def files_under(root: Path, folder: str) -> set[str]:
     }
 
 
-def test_the_build_declares_every_package_it_ships(dists: Dists):
+def test_the_build_declares_every_package_it_ships(dists: Dists) -> None:
     assert "absent from the `packages` configuration" not in dists.log
     assert "Package would be ignored" not in dists.log
     # A MANIFEST.in line that matches nothing is a typo or a file that moved.
@@ -119,7 +119,7 @@ def test_the_build_declares_every_package_it_ships(dists: Dists):
     assert "no directories found matching" not in dists.log
 
 
-def test_the_wheel_carries_the_package_and_its_data_files(dists: Dists):
+def test_the_wheel_carries_the_package_and_its_data_files(dists: Dists) -> None:
     names = dists.wheel_names()
 
     for required in [
@@ -137,7 +137,7 @@ def test_the_wheel_carries_the_package_and_its_data_files(dists: Dists):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
-def test_the_sdist_carries_the_changelog_and_a_complete_test_suite(dists: Dists):
+def test_the_sdist_carries_the_changelog_and_a_complete_test_suite(dists: Dists) -> None:
     names = dists.sdist_names()
 
     for required in [
@@ -169,7 +169,7 @@ def test_the_sdist_carries_the_changelog_and_a_complete_test_suite(dists: Dists)
     assert not shipped_junk
 
 
-def test_the_unpacked_sdist_runs_its_tests(dists: Dists, tmp_path: Path):
+def test_the_unpacked_sdist_runs_its_tests(dists: Dists, tmp_path: Path) -> None:
     with tarfile.open(dists.sdist) as archive:
         if hasattr(tarfile, "data_filter"):
             archive.extractall(tmp_path, filter="data")
@@ -205,7 +205,7 @@ def test_the_unpacked_sdist_runs_its_tests(dists: Dists, tmp_path: Path):
     assert "skipped" not in ran
 
 
-def test_the_metadata_points_to_the_docs_and_the_changelog(dists: Dists):
+def test_the_metadata_points_to_the_docs_and_the_changelog(dists: Dists) -> None:
     urls = dict(url.split(", ", 1) for url in dists.metadata().get_all("Project-URL", failobj=[]))
 
     site = re.search(r"^site_url:\s*(\S+)", (ROOT / "mkdocs.yml").read_text(), re.M)
@@ -228,7 +228,7 @@ def markdown_targets(text: str) -> list[str]:
     return [m.group(1) for pattern in (LINK, REFERENCE, HTML) for m in pattern.finditer(text)]
 
 
-def test_markdown_targets_finds_links_images_and_references():
+def test_markdown_targets_finds_links_images_and_references() -> None:
     text = (
         "[a](docs/a.md) ![b](img/b.png \"title\") [c][c] <img src='d.png'>\n"
         "`[not](a-link)`\n```\n[not](either)\n```\n[c]: https://example.org/c\n"
@@ -242,7 +242,7 @@ def test_markdown_targets_finds_links_images_and_references():
     ]
 
 
-def test_the_readme_links_only_to_absolute_urls(dists: Dists):
+def test_the_readme_links_only_to_absolute_urls(dists: Dists) -> None:
     readme = dists.metadata().get_payload()
     assert isinstance(readme, str) and "make demo" in readme
     site = "https://django-idempotency.readthedocs.io/en/latest/"

@@ -44,7 +44,7 @@ def w004(**entries: Any) -> list[Any]:
         pytest.param({"HOST": "pgbouncer.internal"}, id="host named pgbouncer"),
     ],
 )
-def test_prepared_statements_behind_what_looks_like_pgbouncer_warn(entries):
+def test_prepared_statements_behind_what_looks_like_pgbouncer_warn(entries: dict[str, Any]) -> None:
     (message,) = w004(OPTIONS=PREPARING, **entries)
     assert message.is_serious() is False
     assert "'bouncer'" in message.msg
@@ -69,11 +69,13 @@ def test_prepared_statements_behind_what_looks_like_pgbouncer_warn(entries):
         ),
     ],
 )
-def test_no_warning_where_nothing_is_prepared_or_nothing_suggests_pgbouncer(entries):
+def test_no_warning_where_nothing_is_prepared_or_nothing_suggests_pgbouncer(
+    entries: dict[str, Any],
+) -> None:
     assert w004(**entries) == []
 
 
-def test_only_the_records_database_is_looked_at():
+def test_only_the_records_database_is_looked_at() -> None:
     with (
         pytest.warns(UserWarning, match="DATABASES"),
         override_settings(DATABASES=records_database(PORT="6432", OPTIONS=PREPARING)),
@@ -81,7 +83,7 @@ def test_only_the_records_database_is_looked_at():
         assert not [m for m in run_checks() if m.id == "django_idempotency.W005"]
 
 
-def test_w004_is_reported_by_check_and_can_be_silenced():
+def test_w004_is_reported_by_check_and_can_be_silenced() -> None:
     databases = records_database(PORT="6432", OPTIONS=PREPARING)
     with (
         pytest.warns(UserWarning, match="DATABASES"),

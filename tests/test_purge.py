@@ -4,14 +4,17 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from pytest_django import Settings
 
 from django_idempotency.models import IdempotencyRecord, State
 from django_idempotency.purge import PurgeResult, delete_in_batches, parse_age, purge
@@ -22,18 +25,20 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
 
 
-def expired(n=1, *, ago=dt.timedelta(minutes=5), **kwargs):
+def expired(
+    n: int = 1, *, ago: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any
+) -> list[IdempotencyRecord]:
     created = timezone.now() - ago - dt.timedelta(hours=24)
     return RecordFactory.create_batch(
         n, created_at=created, expires_at=created + dt.timedelta(hours=24), **kwargs
     )
 
 
-def live(n=1, **kwargs):
+def live(n: int = 1, **kwargs: Any) -> list[IdempotencyRecord]:
     return RecordFactory.create_batch(n, **kwargs)
 
 
-def in_progress(*, lock_ran_out_ago):
+def in_progress(*, lock_ran_out_ago: dt.timedelta) -> IdempotencyRecord:
     locked_until = timezone.now() - lock_ran_out_ago
     return RecordFactory(
         state=State.IN_PROGRESS,
@@ -47,18 +52,18 @@ def in_progress(*, lock_ran_out_ago):
     )
 
 
-def remaining_ids():
+def remaining_ids() -> set[int]:
     return set(IdempotencyRecord.objects.values_list("pk", flat=True))
 
 
-def delete_statements(queries):
+def delete_statements(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
 
 
 # --- the purge function ---------------------------------------------------------
 
 
-def test_deletes_expired_records_and_keeps_live_ones():
+def test_deletes_expired_records_and_keeps_live_ones() -> None:
     old = expired(3)
     keep = live(2)
 
@@ -71,7 +76,7 @@ def test_deletes_expired_records_and_keeps_live_ones():
     assert not IdempotencyRecord.objects.filter(pk__in=[r.pk for r in old]).exists()
 
 
-def test_deletes_in_progress_records_abandoned_past_the_margin_only():
+def test_deletes_in_progress_records_abandoned_past_the_margin_only() -> None:
     abandoned = in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
     recently_stuck = in_progress(lock_ran_out_ago=dt.timedelta(minutes=30))
     running = in_progress(lock_ran_out_ago=-dt.timedelta(minutes=1))
@@ -89,7 +94,7 @@ def test_deletes_in_progress_records_abandoned_past_the_margin_only():
     assert abandoned.pk not in remaining_ids()
 
 
-def test_older_than_adds_a_margin_to_expiry_and_to_abandonment():
+def test_older_than_adds_a_margin_to_expiry_and_to_abandonment() -> None:
     expired(2, ago=dt.timedelta(days=8))
     recent = expired(1, ago=dt.timedelta(days=2))
     abandoned_long_ago = in_progress(lock_ran_out_ago=dt.timedelta(days=3))
@@ -103,7 +108,7 @@ def test_older_than_adds_a_margin_to_expiry_and_to_abandonment():
     assert remaining_ids() == {recent[0].pk, abandoned_lately.pk}
 
 
-def test_deletes_in_batches_of_the_given_size():
+def test_deletes_in_batches_of_the_given_size() -> None:
     expired(25)
     in_progress(lock_ran_out_ago=dt.timedelta(hours=3))
     keep = live(3)
@@ -120,13 +125,13 @@ def test_deletes_in_batches_of_the_given_size():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_each_batch_is_committed_before_the_next_one_starts():
+def test_each_batch_is_committed_before_the_next_one_starts() -> None:
     expired(6)
     observer = connections.create_connection("default")
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     seen_by_others = []
 
-    def look(count):
+    def look(count: int) -> None:
         with observer.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {table}")
             seen_by_others.append(cursor.fetchone()[0])
@@ -140,12 +145,14 @@ def test_each_batch_is_committed_before_the_next_one_starts():
     assert seen_by_others == [4, 2, 0]
 
 
-def test_a_record_renewed_between_select_and_delete_is_kept():
+def test_a_record_renewed_between_select_and_delete_is_kept() -> None:
     victim, other = expired(2)
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     renewed_at = timezone.now() + dt.timedelta(hours=24)
 
-    def renew_first(execute, sql, params, many, context):
+    def renew_first(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
         # A takeover that renews the record commits just before our DELETE.
         if sql.lstrip().upper().startswith("DELETE"):
             execute(
@@ -164,7 +171,7 @@ def test_a_record_renewed_between_select_and_delete_is_kept():
     assert other.pk not in remaining_ids()
 
 
-def test_dry_run_counts_without_deleting_and_counts_nothing_twice():
+def test_dry_run_counts_without_deleting_and_counts_nothing_twice() -> None:
     expired(4)
     # Abandoned and expired: one record, counted once (as expired).
     stale = in_progress(lock_ran_out_ago=dt.timedelta(days=2))
@@ -185,7 +192,7 @@ def test_dry_run_counts_without_deleting_and_counts_nothing_twice():
     assert purge().total == 6
 
 
-def test_uses_the_records_database_alias_from_the_setting(settings):
+def test_uses_the_records_database_alias_from_the_setting(settings: Settings) -> None:
     expired(1)
     settings.IDEMPOTENCY = {"DATABASE": "elsewhere"}
     with pytest.raises(Exception, match="elsewhere"):
@@ -193,7 +200,7 @@ def test_uses_the_records_database_alias_from_the_setting(settings):
     assert purge(database="default").expired == 1
 
 
-def test_rejects_a_bad_batch_size_and_negative_age():
+def test_rejects_a_bad_batch_size_and_negative_age() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         purge(batch_size=0)
     with pytest.raises(ValueError, match="older_than"):
@@ -202,7 +209,7 @@ def test_rejects_a_bad_batch_size_and_negative_age():
         delete_in_batches(IdempotencyRecord.objects.all(), batch_size=0)
 
 
-def test_logs_one_debug_line_and_nothing_louder(caplog):
+def test_logs_one_debug_line_and_nothing_louder(caplog: pytest.LogCaptureFixture) -> None:
     expired(2)
     caplog.set_level(logging.DEBUG, logger="django_idempotency")
 
@@ -225,25 +232,25 @@ def test_logs_one_debug_line_and_nothing_louder(caplog):
         (" 0s ", dt.timedelta()),
     ],
 )
-def test_parse_age(text, expected):
+def test_parse_age(text: str, expected: dt.timedelta) -> None:
     assert parse_age(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "7", "d", "7x", "-1d", "7 d", "1.5h", "7days"])
-def test_parse_age_rejects(text):
+def test_parse_age_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid age"):
         parse_age(text)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_purges_at_once_neither_fails_nor_double_counts():
+def test_two_purges_at_once_neither_fails_nor_double_counts() -> None:
     total = 300
     expired(total)
     results: list[PurgeResult] = []
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
-    def run():
+    def run() -> None:
         try:
             start.wait()
             results.append(purge(batch_size=7))
@@ -266,13 +273,13 @@ def test_two_purges_at_once_neither_fails_nor_double_counts():
 # --- the command ------------------------------------------------------------------
 
 
-def run_command(*args, **kwargs):
+def run_command(*args: str, **kwargs: Any) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command("purge_idempotency_records", *args, stdout=out, stderr=err, **kwargs)
     return out.getvalue(), err.getvalue()
 
 
-def test_command_deletes_and_reports_count_and_duration():
+def test_command_deletes_and_reports_count_and_duration() -> None:
     expired(3)
     in_progress(lock_ran_out_ago=dt.timedelta(hours=2))
     live(1)
@@ -285,7 +292,7 @@ def test_command_deletes_and_reports_count_and_duration():
     assert IdempotencyRecord.objects.count() == 1
 
 
-def test_command_dry_run():
+def test_command_dry_run() -> None:
     expired(3)
 
     out, _ = run_command("--dry-run")
@@ -294,7 +301,7 @@ def test_command_dry_run():
     assert IdempotencyRecord.objects.count() == 3
 
 
-def test_command_batch_size():
+def test_command_batch_size() -> None:
     expired(7)
 
     with CaptureQueriesContext(connection) as ctx:
@@ -306,7 +313,7 @@ def test_command_batch_size():
     assert "3 batches" in out
 
 
-def test_command_older_than():
+def test_command_older_than() -> None:
     expired(2, ago=dt.timedelta(hours=13))
     expired(1, ago=dt.timedelta(hours=11))
 
@@ -316,7 +323,7 @@ def test_command_older_than():
     assert IdempotencyRecord.objects.count() == 1
 
 
-def test_command_database_option(settings):
+def test_command_database_option(settings: Settings) -> None:
     expired(2)
     settings.IDEMPOTENCY = {"DATABASE": "elsewhere"}
 
@@ -327,7 +334,7 @@ def test_command_database_option(settings):
         run_command("--database", "nowhere")
 
 
-def test_command_verbosity_zero_is_silent():
+def test_command_verbosity_zero_is_silent() -> None:
     expired(2)
 
     out, err = run_command("-v", "0")
@@ -336,7 +343,7 @@ def test_command_verbosity_zero_is_silent():
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_command_keyword_arguments_from_python():
+def test_command_keyword_arguments_from_python() -> None:
     expired(2, ago=dt.timedelta(days=3))
     expired(1)
 
@@ -352,14 +359,16 @@ def test_command_keyword_arguments_from_python():
         (["--older-than", "soon"], "--older-than: invalid age 'soon'"),
     ],
 )
-def test_command_rejects_bad_options(args, message):
+def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     expired(1)
     with pytest.raises(CommandError, match=message):
         run_command(*args)
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(tmp_path, settings_body, *args):
+def _run_manage(
+    tmp_path: Path, settings_body: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "purge_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,
@@ -376,7 +385,9 @@ def _run_manage(tmp_path, settings_body, *args):
     )
 
 
-def test_command_exits_non_zero_with_message_on_stderr_when_the_database_fails(tmp_path):
+def test_command_exits_non_zero_with_message_on_stderr_when_the_database_fails(
+    tmp_path: Path,
+) -> None:
     unreachable = (
         "from tests.settings import *\n"
         "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql',\n"
@@ -392,7 +403,7 @@ def test_command_exits_non_zero_with_message_on_stderr_when_the_database_fails(t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_command_from_the_shell_exits_zero_and_is_silent_with_v0(tmp_path):
+def test_command_from_the_shell_exits_zero_and_is_silent_with_v0(tmp_path: Path) -> None:
     expired(2)
     live(1)
     current = connection.settings_dict
@@ -406,7 +417,7 @@ def test_command_from_the_shell_exits_zero_and_is_silent_with_v0(tmp_path):
     assert IdempotencyRecord.objects.count() == 1
 
 
-def test_works_without_use_tz(settings):
+def test_works_without_use_tz(settings: Settings) -> None:
     # The engine writes the database's UTC clock whatever USE_TZ says.
     old = expired(2)
     keep = live(1)
@@ -421,13 +432,13 @@ def test_works_without_use_tz(settings):
 
 
 @pytest.mark.django_db(databases=["default", "records"])
-def test_purges_the_records_alias_from_the_setting(settings):
+def test_purges_the_records_alias_from_the_setting(settings: Settings) -> None:
     settings.IDEMPOTENCY = {"DATABASE": "records"}
-    RecordFactory._meta.database = "records"
+    RecordFactory._meta.database = "records"  # type: ignore[attr-defined]  # see test_admin
     try:
         expired(2)
     finally:
-        RecordFactory._meta.database = "default"
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
     on_default = expired(1)
 
     assert purge().expired == 2
@@ -439,7 +450,7 @@ def test_purges_the_records_alias_from_the_setting(settings):
     assert not IdempotencyRecord.objects.using("default").exists()
 
 
-def test_an_expired_record_whose_claim_is_still_live_is_kept():
+def test_an_expired_record_whose_claim_is_still_live_is_kept() -> None:
     # A takeover of an abandoned claim near the end of ttl: expired by
     # expires_at, but a worker runs its view right now.
     now = timezone.now()
@@ -463,12 +474,12 @@ def test_an_expired_record_whose_claim_is_still_live_is_kept():
 
 
 @pytest.mark.parametrize("age", ["99999999999d", "36501d", "99999999999999w"])
-def test_an_age_too_large_is_a_command_error_not_a_traceback(age):
+def test_an_age_too_large_is_a_command_error_not_a_traceback(age: str) -> None:
     with pytest.raises(CommandError, match="too large"):
         call_command("purge_idempotency_records", "--older-than", age)
 
 
-def test_one_batch_is_reported_in_the_singular():
+def test_one_batch_is_reported_in_the_singular() -> None:
     expired(1)
     out = StringIO()
     call_command("purge_idempotency_records", stdout=out)

@@ -6,11 +6,14 @@ the two is what the app adds.
 """
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from django_idempotency import conf
 from django_idempotency.models import IdempotencyRecord, State
@@ -24,15 +27,17 @@ _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSA
 TABLE = IdempotencyRecord._meta.db_table
 
 
-def records_connection():
+def records_connection() -> BaseDatabaseWrapper:
     return connections[conf.get_settings().database]
 
 
-def is_postgresql():
+def is_postgresql() -> bool:
     return records_connection().vendor == "postgresql"
 
 
-def statements(client, url, data=None, **kwargs):
+def statements(
+    client: APIClient, url: str, data: Any = None, **kwargs: Any
+) -> tuple[Any, list[str]]:
     """(response, the statements it sent, transaction control left out)."""
     with CaptureQueriesContext(records_connection()) as captured:
         response = post(client, url, data, **kwargs)
@@ -40,7 +45,7 @@ def statements(client, url, data=None, **kwargs):
     return response, [s for s in sql if not s.lstrip().upper().startswith(_CONTROL)]
 
 
-def baseline(client, method="post"):
+def baseline(client: APIClient, method: str = "post") -> int:
     """Statements of the same request to the view without the app."""
     response, sql = statements(client, "/bare/", method=method)
     assert response.status_code == 201
@@ -50,7 +55,7 @@ def baseline(client, method="post"):
 # Rules 1-3: nothing at all ----------------------------------------------------
 
 
-def test_method_not_covered_adds_no_statement(client):
+def test_method_not_covered_adds_no_statement(client: APIClient) -> None:
     expected = baseline(client, method="put")
     response, sql = statements(client, "/function/", key="k", method="put")
 
@@ -59,7 +64,7 @@ def test_method_not_covered_adds_no_statement(client):
     assert not [s for s in sql if TABLE in s]
 
 
-def test_no_key_adds_no_statement(client):
+def test_no_key_adds_no_statement(client: APIClient) -> None:
     expected = baseline(client)
     response, sql = statements(client, "/function/")
 
@@ -68,7 +73,7 @@ def test_no_key_adds_no_statement(client):
     assert not [s for s in sql if TABLE in s]
 
 
-def test_missing_required_key_sends_no_statement(client):
+def test_missing_required_key_sends_no_statement(client: APIClient) -> None:
     response, sql = statements(client, "/letters/")
 
     assert_problem(response, 400, "idempotency_key_missing")
@@ -76,7 +81,7 @@ def test_missing_required_key_sends_no_statement(client):
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "cl\u00e9", "a, b", "a b"])
-def test_invalid_key_sends_no_statement(client, key):
+def test_invalid_key_sends_no_statement(client: APIClient, key: str) -> None:
     response, sql = statements(client, "/function/", key=key)
 
     assert_problem(response, 400, "idempotency_key_invalid")
@@ -87,7 +92,7 @@ def test_invalid_key_sends_no_statement(client, key):
 
 
 @pytest.mark.parametrize("url", ["/function/", "/atomic/"])
-def test_first_request_adds_at_most_two_statements(client, url):
+def test_first_request_adds_at_most_two_statements(client: APIClient, url: str) -> None:
     expected = baseline(client)
     response, sql = statements(client, url, key="k")
 
@@ -97,7 +102,9 @@ def test_first_request_adds_at_most_two_statements(client, url):
     assert len([s for s in sql if TABLE in s]) == added
 
 
-def test_first_request_released_after_a_validation_error_adds_at_most_two(client):
+def test_first_request_released_after_a_validation_error_adds_at_most_two(
+    client: APIClient,
+) -> None:
     _, bare = statements(client, "/bare/", {"amount": "x"})
     response, sql = statements(client, "/function/", {"amount": "x"}, key="k")
 
@@ -108,11 +115,11 @@ def test_first_request_released_after_a_validation_error_adds_at_most_two(client
 # Rules 6-8: answered from the record -------------------------------------------
 
 
-def _expected_answer_cost():
+def _expected_answer_cost() -> int:
     return 1 if is_postgresql() else 2
 
 
-def test_replay_costs_at_most_two_statements_one_on_postgresql(client):
+def test_replay_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     _, first = statements(client, "/function/", key="k")
 
     response, sql = statements(client, "/function/", key="k")
@@ -125,7 +132,7 @@ def test_replay_costs_at_most_two_statements_one_on_postgresql(client):
     assert Payment.objects.count() == 1
 
 
-def test_replay_of_a_factory_record(client):
+def test_replay_of_a_factory_record(client: APIClient) -> None:
     RecordFactory(key="k", fingerprint=fingerprint_for("/function/", {"amount": 10}))
 
     response, sql = statements(client, "/function/", key="k")
@@ -134,7 +141,7 @@ def test_replay_of_a_factory_record(client):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client):
+def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     post(client, "/function/", key="k")
 
     response, sql = statements(client, "/function/", {"amount": 1}, key="k")
@@ -143,7 +150,7 @@ def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client):
+def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     RecordFactory(
         key="k",
         state=State.IN_PROGRESS,
@@ -162,7 +169,7 @@ def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client):
 
 
 @pytest.mark.parametrize("url", ["/apiview/", "/viewset/refund/", "/mixin-viewset/bulk/"])
-def test_replay_cost_is_the_same_on_every_kind_of_view(client, url):
+def test_replay_cost_is_the_same_on_every_kind_of_view(client: APIClient, url: str) -> None:
     post(client, url, key="k")
 
     response, sql = statements(client, url, key="k")
@@ -171,7 +178,7 @@ def test_replay_cost_is_the_same_on_every_kind_of_view(client, url):
     assert len(sql) <= _expected_answer_cost()
 
 
-def test_costs_do_not_grow_with_the_table(client):
+def test_costs_do_not_grow_with_the_table(client: APIClient) -> None:
     post(client, "/function/", key="k")
     _, before = statements(client, "/function/", key="k")
     RecordFactory.create_batch(300)

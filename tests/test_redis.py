@@ -4,11 +4,15 @@ database alone when Redis is unreachable. Against a real Redis server."""
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import CLIENT_SCOPE, api_client
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 
 
-def _settings(location: str, prefix: str):
+def _settings(location: str, prefix: str) -> override_settings:
     return override_settings(
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -36,10 +40,16 @@ def _settings(location: str, prefix: str):
     )
 
 
+class PrefixedRedis(redis.Redis):
+    """The type of ``redis_lock``: a client that knows the test's key prefix."""
+
+    prefix: str
+
+
 @pytest.fixture
-def redis_lock():
+def redis_lock() -> Iterator[PrefixedRedis]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(REDIS_URL)
+    client = cast(PrefixedRedis, redis.Redis.from_url(REDIS_URL))
     client.prefix = prefix  # other test runs share this Redis: look at our keys only
     with _settings(REDIS_URL, prefix):
         yield client
@@ -47,16 +57,18 @@ def redis_lock():
         client.delete(key)
 
 
-def post(client, key, amount=1):
+def post(client: APIClient, key: str, amount: int = 1) -> Any:
     return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def statements(queries):
+def statements(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [q for q in queries if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE"))]
 
 
 @needs_redis
-def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock):
+def test_replay_and_mismatch_come_from_redis_without_a_database_query(
+    redis_lock: PrefixedRedis,
+) -> None:
     client = api_client()
     first = post(client, "redis-1")
     assert first.status_code == 201
@@ -81,7 +93,9 @@ def test_replay_and_mismatch_come_from_redis_without_a_database_query(redis_lock
 
 
 @needs_redis
-def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
+def test_in_progress_is_answered_from_the_redis_lock(
+    redis_lock: PrefixedRedis, settings: Settings
+) -> None:
     from django.core.cache import caches
 
     from django_idempotency.identity import lookup_hash
@@ -100,7 +114,7 @@ def test_in_progress_is_answered_from_the_redis_lock(redis_lock, settings):
 
 
 @needs_redis
-def test_database_still_decides_when_redis_lost_its_data(redis_lock):
+def test_database_still_decides_when_redis_lost_its_data(redis_lock: PrefixedRedis) -> None:
     client = api_client()
     first = post(client, "redis-lost")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):  # a Redis restart, in effect
@@ -113,7 +127,7 @@ def test_database_still_decides_when_redis_lost_its_data(redis_lock):
 
 
 @needs_redis
-def test_exception_in_view_releases_both_locks(redis_lock):
+def test_exception_in_view_releases_both_locks(redis_lock: PrefixedRedis) -> None:
     client = api_client()
     with pytest.raises(RuntimeError):
         client.post(
@@ -129,7 +143,7 @@ def test_exception_in_view_releases_both_locks(redis_lock):
     assert retry.status_code == 201
 
 
-def test_unreachable_redis_falls_back_to_the_database():
+def test_unreachable_redis_falls_back_to_the_database() -> None:
     # Nothing listens on port 1: every Redis call fails at once.
     with _settings("redis://127.0.0.1:1/0", "down"):
         client = api_client()
@@ -144,7 +158,7 @@ def test_unreachable_redis_falls_back_to_the_database():
 
 
 @needs_redis
-def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
+def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock: PrefixedRedis) -> None:
     client = api_client()
     first = post(client, "redis-garbage")
     for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):
@@ -157,7 +171,7 @@ def test_a_broken_redis_entry_falls_back_to_the_database(redis_lock):
     assert Payment.objects.count() == 1
 
 
-def test_the_redis_client_is_imported_before_any_request():
+def test_the_redis_client_is_imported_before_any_request() -> None:
     import subprocess
     import sys
 
@@ -175,7 +189,7 @@ def test_the_redis_client_is_imported_before_any_request():
     assert result.returncode == 0, result.stderr
 
 
-def _replayed_then_deleted(client, key, delete):
+def _replayed_then_deleted(client: APIClient, key: str, delete: Callable[[], object]) -> Any:
     assert post(client, key).status_code == 201
     assert post(client, key).headers["Idempotent-Replayed"] == "true"  # from Redis
     delete()
@@ -186,7 +200,9 @@ def _replayed_then_deleted(client, key, delete):
 
 
 @needs_redis
-def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
+def test_deleting_records_through_the_orm_makes_redis_forget_them(
+    redis_lock: PrefixedRedis,
+) -> None:
     client = api_client()
     _replayed_then_deleted(
         client, "forget-qs", lambda: IdempotencyRecord.objects.filter(key="forget-qs").delete()
@@ -199,8 +215,8 @@ def test_deleting_records_through_the_orm_makes_redis_forget_them(redis_lock):
 
 @needs_redis
 def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
-    redis_lock, django_capture_on_commit_callbacks
-):
+    redis_lock: PrefixedRedis, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
@@ -222,7 +238,7 @@ def test_deleting_a_record_in_the_admin_makes_redis_forget_it(
 
 
 @needs_redis
-def test_purging_records_makes_redis_forget_them(redis_lock):
+def test_purging_records_makes_redis_forget_them(redis_lock: PrefixedRedis) -> None:
     import datetime as dt
 
     from django.utils import timezone

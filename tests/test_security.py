@@ -2,8 +2,10 @@
 
 import json
 import re
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -15,7 +17,7 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user):
+def client_for(user: User) -> APIClient:
     client = api_client()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
@@ -26,7 +28,7 @@ def client_for(user):
 
 
 @pytest.mark.parametrize("url", ["/function/", "/apiview/", "/generic/", "/viewset/refund/"])
-def test_another_user_with_the_same_key_gets_its_own_operation(url):
+def test_another_user_with_the_same_key_gets_its_own_operation(url: str) -> None:
     alice, bob = UserFactory(), UserFactory()
     key = "5f0c6a8e-2b1d-4c7e-9a3f-0123456789ab"
 
@@ -43,7 +45,7 @@ def test_another_user_with_the_same_key_gets_its_own_operation(url):
     )
 
 
-def test_another_user_with_a_different_body_is_not_a_mismatch():
+def test_another_user_with_a_different_body_is_not_a_mismatch() -> None:
     alice, bob = UserFactory(), UserFactory()
     post(client_for(alice), "/function/", {"amount": 1}, key="k")
 
@@ -54,7 +56,7 @@ def test_another_user_with_a_different_body_is_not_a_mismatch():
     assert response.json()["amount"] == 2
 
 
-def test_another_user_does_not_see_a_request_in_progress():
+def test_another_user_does_not_see_a_request_in_progress() -> None:
     alice, bob = UserFactory(), UserFactory()
     post(client_for(alice), "/function/", key="k")
     IdempotencyRecord.objects.filter(scope=f"user:{alice.pk}").update(state="in_progress")
@@ -67,7 +69,7 @@ def test_another_user_does_not_see_a_request_in_progress():
 # Replays never bypass authentication, permissions or throttles -------------------
 
 
-def test_replay_requires_authentication(user_client):
+def test_replay_requires_authentication(user_client: APIClient) -> None:
     first = post(user_client, "/private/", key="k")
     anonymous = post(APIClient(), "/private/", key="k")
 
@@ -78,7 +80,7 @@ def test_replay_requires_authentication(user_client):
     assert Payment.objects.count() == 1
 
 
-def test_replay_requires_valid_credentials(user_client, user):
+def test_replay_requires_valid_credentials(user_client: APIClient, user: User) -> None:
     post(user_client, "/private/", key="k")
     Token.objects.filter(user=user).delete()
 
@@ -88,7 +90,7 @@ def test_replay_requires_valid_credentials(user_client, user):
     assert "Idempotent-Replayed" not in response
 
 
-def test_replay_rechecks_permissions():
+def test_replay_rechecks_permissions() -> None:
     admin = UserFactory(is_staff=True)
     client = client_for(admin)
     first = post(client, "/admin-only/", key="k")
@@ -103,7 +105,7 @@ def test_replay_rechecks_permissions():
     assert Payment.objects.count() == 1
 
 
-def test_replays_count_against_throttles(client):
+def test_replays_count_against_throttles(client: APIClient) -> None:
     first = post(client, "/throttled/", key="k")
     replay = post(client, "/throttled/", key="k")
     throttled = post(client, "/throttled/", key="k")
@@ -119,7 +121,7 @@ def test_replays_count_against_throttles(client):
 # What is stored ---------------------------------------------------------------------
 
 
-def test_credentials_and_rate_limits_are_never_stored(client):
+def test_credentials_and_rate_limits_are_never_stored(client: APIClient) -> None:
     first = post(client, "/headers/", key="k")
     stored = {name.lower(): value for name, value in record_for("k").headers}
 
@@ -140,7 +142,7 @@ def test_credentials_and_rate_limits_are_never_stored(client):
     assert first.cookies["auth-cookie"].value == "secret"  # the first answer is untouched
 
 
-def test_replay_carries_kept_headers_only(client):
+def test_replay_carries_kept_headers_only(client: APIClient) -> None:
     post(client, "/headers/", key="k")
     retry = post(client, "/headers/", key="k")
 
@@ -152,7 +154,7 @@ def test_replay_carries_kept_headers_only(client):
     assert "auth-cookie" not in retry.cookies
 
 
-def test_request_bodies_are_never_stored_only_a_fingerprint(client):
+def test_request_bodies_are_never_stored_only_a_fingerprint(client: APIClient) -> None:
     secret = "4111111111111111"
     post(client, "/function/", {"amount": 10, "card_number": secret, "cvc": "987"}, key="k")
 
@@ -165,13 +167,13 @@ def test_request_bodies_are_never_stored_only_a_fingerprint(client):
         assert b"card_number" not in raw, field.name
 
 
-def test_request_body_is_not_stored_even_for_a_failed_request(client):
+def test_request_body_is_not_stored_even_for_a_failed_request(client: APIClient) -> None:
     post(client, "/function/", {"amount": "not-a-number", "card_number": "4111"}, key="k")
 
     assert IdempotencyRecord.objects.count() == 0
 
 
-def test_binary_body_is_replayed_byte_for_byte(client):
+def test_binary_body_is_replayed_byte_for_byte(client: APIClient) -> None:
     first = post(client, "/binary/", key="k")
     retry = post(client, "/binary/", key="k")
 
@@ -179,11 +181,13 @@ def test_binary_body_is_replayed_byte_for_byte(client):
     assert retry.content == first.content
     assert retry["Content-Type"] == "application/pdf"
     assert retry["Idempotent-Replayed"] == "true"
-    assert bytes(record_for("k").response_body) == first.content
+    body = record_for("k").response_body
+    assert body is not None
+    assert bytes(body) == first.content
     assert Payment.objects.count() == 1
 
 
-def test_streaming_response_passes_through_unstored_and_releases_the_key(client):
+def test_streaming_response_passes_through_unstored_and_releases_the_key(client: APIClient) -> None:
     first = post(client, "/streaming/", key="k")
 
     assert first.streaming
@@ -195,7 +199,7 @@ def test_streaming_response_passes_through_unstored_and_releases_the_key(client)
     assert Payment.objects.count() == 2
 
 
-def test_replayed_json_body_is_identical_bytes(client):
+def test_replayed_json_body_is_identical_bytes(client: APIClient) -> None:
     first = post(client, "/function/", {"amount": 10, "reference": "caf\u00e9 \u2603"}, key="k")
     retry = post(client, "/function/", {"amount": 10, "reference": "caf\u00e9 \u2603"}, key="k")
 
@@ -206,7 +210,7 @@ def test_replayed_json_body_is_identical_bytes(client):
 # Key syntax -----------------------------------------------------------------------
 
 
-def test_structured_field_quoted_key_equals_the_bare_key(client):
+def test_structured_field_quoted_key_equals_the_bare_key(client: APIClient) -> None:
     first = post(client, "/function/", key='"abc"')
     retry = post(client, "/function/", key="abc")
     quoted_again = post(client, "/function/", key='"abc"')
@@ -217,7 +221,7 @@ def test_structured_field_quoted_key_equals_the_bare_key(client):
     assert Payment.objects.count() == 1
 
 
-def test_keys_are_case_sensitive(client):
+def test_keys_are_case_sensitive(client: APIClient) -> None:
     a = post(client, "/function/", key="abc")
     b = post(client, "/function/", key="ABC")
 
@@ -239,7 +243,9 @@ def test_keys_are_case_sensitive(client):
         pytest.param('"a\\nb"', "escape", id="bad sf escape"),
     ],
 )
-def test_malformed_keys_are_400_naming_the_rule_and_the_view_does_not_run(client, key, rule):
+def test_malformed_keys_are_400_naming_the_rule_and_the_view_does_not_run(
+    client: APIClient, key: Any, rule: str
+) -> None:
     response = post(client, "/function/", key=key)
 
     problem = assert_problem(response, 400, "idempotency_key_invalid")
@@ -253,17 +259,19 @@ def test_malformed_keys_are_400_naming_the_rule_and_the_view_does_not_run(client
 CSRF_SECRET = "A" * 32
 
 
-def session_client(user):
+def session_client(user: User) -> APIClient:
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     client.cookies["csrftoken"] = CSRF_SECRET
     return client
 
 
-def upload(client, content, key="k", csrf=CSRF_SECRET):
+def upload(
+    client: APIClient, content: bytes, key: str = "k", csrf: str | None = CSRF_SECRET
+) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    extra = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
+    extra: dict[str, Any] = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
     return client.post(
         "/function/",
         {"amount": "10", "scan": SimpleUploadedFile("scan.pdf", content)},
@@ -273,7 +281,7 @@ def upload(client, content, key="k", csrf=CSRF_SECRET):
     )
 
 
-def test_multipart_upload_read_by_the_csrf_check_is_fingerprinted_by_content(user):
+def test_multipart_upload_read_by_the_csrf_check_is_fingerprinted_by_content(user: User) -> None:
     # SessionAuthentication's CSRF check parses the multipart body before the
     # view: the raw body is gone, the fingerprint must still cover the file.
     client = session_client(user)
@@ -289,11 +297,12 @@ def test_multipart_upload_read_by_the_csrf_check_is_fingerprinted_by_content(use
     assert_problem(other_file, 422, "idempotency_key_reused")
     assert Payment.objects.count() == 1
     record = record_for("k")
+    assert record.response_body is not None
     assert b"passport" not in bytes(record.response_body)
     assert "passport" not in record.response_headers
 
 
-def test_multipart_upload_failing_the_csrf_check_claims_nothing(user):
+def test_multipart_upload_failing_the_csrf_check_claims_nothing(user: User) -> None:
     response = upload(session_client(user), b"data", csrf=None)
 
     assert response.status_code == 403
@@ -304,7 +313,7 @@ def test_multipart_upload_failing_the_csrf_check_claims_nothing(user):
 
 
 @pytest.mark.parametrize("url", ["/private-function/", "/private-function-inner/"])
-def test_function_view_replay_requires_authentication(user_client, url):
+def test_function_view_replay_requires_authentication(user_client: APIClient, url: str) -> None:
     first = post(user_client, url, key="k")
     anonymous = post(APIClient(), url, key="k")
 
@@ -315,7 +324,7 @@ def test_function_view_replay_requires_authentication(user_client, url):
     assert Payment.objects.count() == 1
 
 
-def test_function_view_replays_count_against_user_throttles(user_client):
+def test_function_view_replays_count_against_user_throttles(user_client: APIClient) -> None:
     url = "/private-function-inner/"
     post(user_client, url, key="k")
     assert post(user_client, url, key="k")["Idempotent-Replayed"] == "true"

@@ -2,10 +2,14 @@
 
 import datetime as dt
 import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.utils import timezone
+from pytest_django import Settings
 from rest_framework.request import Request
+from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from django_idempotency import signals
@@ -25,13 +29,13 @@ BODY = {"amount": 4200, "reference": "never-logged-reference"}
 
 
 @pytest.fixture
-def fired():
+def fired() -> Iterator[list[tuple[str, Any, dict[str, Any]]]]:
     """Every signal sent during the test, as (name, sender, kwargs)."""
-    events = []
-    receivers = {}
+    events: list[tuple[str, Any, dict[str, Any]]] = []
+    receivers: dict[str, Callable[..., None]] = {}
     for name, signal in ALL.items():
 
-        def receiver(sender, *, name=name, **kwargs):
+        def receiver(sender: Any, *, name: str = name, **kwargs: Any) -> None:
             kwargs.pop("signal")
             events.append((name, sender, kwargs))
 
@@ -42,16 +46,22 @@ def fired():
         signal.disconnect(receivers[name])
 
 
-def post(client, path="/function/", body=BODY, key=KEY, **extra):
+def post(
+    client: APIClient, path: str = "/function/", body: Any = BODY, key: str = KEY, **extra: Any
+) -> Any:
     return client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key, **extra)
 
 
-def only(events, name):
+def only(
+    events: list[tuple[str, Any, dict[str, Any]]], name: str
+) -> tuple[str, Any, dict[str, Any]]:
     assert [e[0] for e in events] == [name]
     return events[0]
 
 
-def test_stored_on_first_request(client, fired):
+def test_stored_on_first_request(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
     response = post(client)
 
     assert response.status_code == 201
@@ -64,7 +74,7 @@ def test_stored_on_first_request(client, fired):
     assert issubclass(sender, APIView)
 
 
-def test_replayed_on_retry(client, fired):
+def test_replayed_on_retry(client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]) -> None:
     post(client)
     fired.clear()
 
@@ -77,7 +87,9 @@ def test_replayed_on_retry(client, fired):
     assert kwargs["request"].data == BODY
 
 
-def test_conflict_on_reuse_with_another_request(client, fired):
+def test_conflict_on_reuse_with_another_request(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
     post(client)
     fired.clear()
 
@@ -90,7 +102,9 @@ def test_conflict_on_reuse_with_another_request(client, fired):
     assert kwargs["request"].data["amount"] == 1
 
 
-def test_in_progress_while_the_first_request_runs(client, fired):
+def test_in_progress_while_the_first_request_runs(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
     post(client)
     # As the first request would leave it while its view still runs.
     IdempotencyRecord.objects.update(
@@ -109,7 +123,9 @@ def test_in_progress_while_the_first_request_runs(client, fired):
     assert kwargs["record_id"] == IdempotencyRecord.objects.get().pk
 
 
-def test_sender_is_the_view_class(client, fired):
+def test_sender_is_the_view_class(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
     post(client, "/apiview/")
     post(client, "/apiview/")
 
@@ -123,7 +139,9 @@ def test_sender_is_the_view_class(client, fired):
     ("path", "query"),
     [("/function/", "?fail=500"), ("/streaming/", "")],
 )
-def test_nothing_is_sent_when_nothing_is_stored(client, fired, path, query):
+def test_nothing_is_sent_when_nothing_is_stored(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]], path: str, query: str
+) -> None:
     response = post(client, path + query)
 
     assert response.status_code in (200, 500)
@@ -131,7 +149,9 @@ def test_nothing_is_sent_when_nothing_is_stored(client, fired, path, query):
     assert not IdempotencyRecord.objects.exists()
 
 
-def test_no_signal_without_a_key(client, fired):
+def test_no_signal_without_a_key(
+    client: APIClient, fired: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
     assert client.post("/function/", BODY, format="json").status_code == 201
     assert fired == []
 
@@ -139,11 +159,13 @@ def test_no_signal_without_a_key(client, fired):
 # --- logging ----------------------------------------------------------------------
 
 
-def logged(caplog):
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "django_idempotency"]
 
 
-def test_replay_logs_at_debug_without_key_or_body(client, caplog):
+def test_replay_logs_at_debug_without_key_or_body(
+    client: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="django_idempotency")
     post(client)
     post(client)
@@ -157,7 +179,11 @@ def test_replay_logs_at_debug_without_key_or_body(client, caplog):
         assert "never-logged-reference" not in message and "4200" not in message
 
 
-def test_takeover_of_an_abandoned_record_logs_a_warning(client, caplog, fired):
+def test_takeover_of_an_abandoned_record_logs_a_warning(
+    client: APIClient,
+    caplog: pytest.LogCaptureFixture,
+    fired: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
     post(client)
     record = IdempotencyRecord.objects.get()
     IdempotencyRecord.objects.update(
@@ -181,7 +207,12 @@ def test_takeover_of_an_abandoned_record_logs_a_warning(client, caplog, fired):
     assert kwargs["record_id"] == record.pk
 
 
-def test_oversized_response_logs_a_warning_and_is_not_stored(client, caplog, fired, settings):
+def test_oversized_response_logs_a_warning_and_is_not_stored(
+    client: APIClient,
+    caplog: pytest.LogCaptureFixture,
+    fired: list[tuple[str, Any, dict[str, Any]]],
+    settings: Settings,
+) -> None:
     settings.IDEMPOTENCY = {"MAX_RESPONSE_BYTES": 10}
     caplog.set_level(logging.INFO, logger="django_idempotency")
 

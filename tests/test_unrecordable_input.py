@@ -2,8 +2,10 @@
 (503 + Retry-After, which tells clients to retry forever)."""
 
 import logging
+from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord
 from tests.factories import api_client
@@ -12,12 +14,14 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def _post(client, path, key="nul-1", **extra):
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+def _post(client: APIClient, path: str, key: str | None = "nul-1", **extra: Any) -> Any:
+    headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
     return client.post(path, {"amount": 1}, format="json", **headers, **extra)
 
 
-def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(caplog):
+def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="django_idempotency")
     client = api_client()
     response = _post(client, "/items/a%00b/")
@@ -30,12 +34,12 @@ def test_a_nul_byte_in_the_path_is_a_400_problem_and_runs_nothing(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_the_same_path_without_a_key_runs_the_view():
+def test_the_same_path_without_a_key_runs_the_view() -> None:
     response = _post(api_client(), "/items/a%00b/", key=None)
     assert response.status_code == 201
 
 
-def test_a_normal_path_on_the_same_route_is_recorded():
+def test_a_normal_path_on_the_same_route_is_recorded() -> None:
     client = api_client()
     first = _post(client, "/items/ab/", key="nul-2")
     replay = _post(client, "/items/ab/", key="nul-2")
@@ -43,7 +47,7 @@ def test_a_normal_path_on_the_same_route_is_recorded():
     assert replay.headers["Idempotent-Replayed"] == "true"
 
 
-def test_a_scope_callable_returning_a_nul_is_not_reported_as_an_outage():
+def test_a_scope_callable_returning_a_nul_is_not_reported_as_an_outage() -> None:
     response = _post(api_client(), "/nul-scope/", key="nul-3")
     assert response.status_code == 400
     assert response.json()["code"] == "idempotency_request_unrecordable"

@@ -32,7 +32,7 @@ HOLD_SECONDS = [30.0]
 FLOOR = {"mode": "claim"}
 
 
-class OrderSerializer(serializers.ModelSerializer):
+class OrderSerializer(serializers.ModelSerializer[Order]):
     class Meta:
         model = Order
         fields = ["id", "amount", "note"]

@@ -464,9 +464,9 @@ def describe(call: Call, answer: Answer, base_url: str, context: dict[str, str])
         yield f"> {body.decode()}"
     yield f"< {answer.status}"
     for name in SHOWN_HEADERS:
-        value = answer.headers.get(name)
-        if value is not None:
-            yield f"< {name}: {value}"
+        shown = answer.headers.get(name)
+        if shown is not None:
+            yield f"< {name}: {shown}"
     text = answer.body.decode(errors="replace")
     yield "< " + (text if len(text) <= 400 else text[:400] + "…")
 

@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from pytest_django import DjangoDbBlocker
 
 from tests.factories import CLIENT_API_KEY
 
@@ -30,14 +32,14 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def post(self, path: str, key: str, **kwargs):  # type: ignore[no-untyped-def]
+    def post(self, path: str, key: str, **kwargs: Any) -> Any:
         headers = {"Idempotency-Key": key, "X-Api-Key": CLIENT_API_KEY, **kwargs.pop("headers", {})}
         return requests.post(
             self.url + path, json=kwargs.pop("json", {"amount": 1}), headers=headers,
             timeout=60, **kwargs,
         )
 
-    def fire(self, path: str, key: str, n: int, **kwargs) -> list[requests.Response]:  # type: ignore[no-untyped-def]
+    def fire(self, path: str, key: str, n: int, **kwargs: Any) -> list[requests.Response]:
         """Send n identical requests at the same moment from n threads."""
         barrier = threading.Barrier(n)
         results: list[requests.Response | BaseException] = [None] * n  # type: ignore[list-item]
@@ -59,10 +61,15 @@ class Server:
         return results  # type: ignore[return-value]
 
 
+#: ``server_factory(workers=8, **env)``: a running server for that environment.
+ServerFactory = Callable[..., Server]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _start(db_name: str, tmp: Path, env_extra: dict[str, str], workers: int) -> Server:
@@ -120,8 +127,10 @@ def _stop(server: Server) -> None:
 
 @pytest.fixture(scope="session")
 def server_factory(
-    django_db_setup: None, django_db_blocker, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator:
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerFactory]:
     """``server_factory(**env)``: one gunicorn per distinct environment, reused."""
     from django.db import connection
 
@@ -142,7 +151,7 @@ def server_factory(
 
 
 @pytest.fixture
-def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
+def server(server_factory: ServerFactory) -> Server:
     return server_factory()
 
 
@@ -152,7 +161,11 @@ def pid_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pgbouncer(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def pgbouncer(
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[int]:
     """The port of a PgBouncer in transaction pooling mode before the test server."""
     from django.db import connection
 

@@ -6,6 +6,7 @@ Guarantee 4: in atomic mode a killed or overtaken worker leaves no effect."""
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -13,6 +14,7 @@ from django.db import connection
 from django_idempotency.models import IdempotencyRecord, State
 from tests.testapp.models import Payment
 
+from .conftest import ServerFactory
 from .helpers import Background, wait_for_claim, wait_for_lock_expiry, wait_until
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -27,7 +29,7 @@ MODES = [
 ]
 
 
-def _skip_sqlite_writer_lock(path, env):
+def _skip_sqlite_writer_lock(path: str, env: dict[str, str]) -> None:
     if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
     if connection.vendor == "sqlite" and ("atomic" in path or "SERVER_ATOMIC_REQUESTS" in env):
@@ -35,7 +37,9 @@ def _skip_sqlite_writer_lock(path, env):
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_killed_worker_is_taken_over_by_exactly_one_retry(server_factory, path, env, pid_dir):
+def test_killed_worker_is_taken_over_by_exactly_one_retry(
+    server_factory: ServerFactory, path: str, env: dict[str, Any], pid_dir: Path
+) -> None:
     _skip_sqlite_writer_lock(path, env)
     server = server_factory(**env)
     key = f"killed-{path.strip('/')}-{len(env)}"
@@ -72,7 +76,9 @@ def test_killed_worker_is_taken_over_by_exactly_one_retry(server_factory, path, 
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_slow_worker_cannot_overwrite_the_new_owner(server_factory, path, env):
+def test_slow_worker_cannot_overwrite_the_new_owner(
+    server_factory: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     _skip_sqlite_writer_lock(path, env)
     server = server_factory(**env)
     key = f"slow-owner-{path.strip('/')}-{len(env)}"

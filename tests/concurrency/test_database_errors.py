@@ -6,13 +6,18 @@ The errors are real: a trigger on the records table, switched on by a row in
 a side table, makes the database itself refuse the claim or the store.
 """
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import api_client
 from tests.testapp.models import Payment
 
+from .conftest import ServerFactory
 from .helpers import Background, wait_for_claim, wait_for_lock_expiry
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.concurrency.urls")]
@@ -79,19 +84,19 @@ DROP = {
 
 
 class Failures:
-    def _run(self, sql):
+    def _run(self, sql: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute(sql)
 
-    def on(self, what):
+    def on(self, what: str) -> None:
         self._run(f"INSERT INTO idem_fail (what) VALUES ('{what}')")
 
-    def off(self):
+    def off(self) -> None:
         self._run("DELETE FROM idem_fail")
 
 
 @pytest.fixture
-def failures():
+def failures() -> Iterator[Failures]:
     with connection.cursor() as cursor:
         for sql in DROP[connection.vendor]:
             cursor.execute(sql)
@@ -103,12 +108,12 @@ def failures():
             cursor.execute(sql)
 
 
-def post(client, path, key):
+def post(client: APIClient, path: str, key: str) -> Any:
     return client.post(f"/{path}", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
 @pytest.mark.parametrize("path", ["plain/", "atomic/"])
-def test_claim_error_answers_503_and_does_not_run_the_view(failures, path):
+def test_claim_error_answers_503_and_does_not_run_the_view(failures: Failures, path: str) -> None:
     client = api_client()
     failures.on("claim")
     response = post(client, path, "claim-fails")
@@ -125,7 +130,9 @@ def test_claim_error_answers_503_and_does_not_run_the_view(failures, path):
     assert Payment.objects.filter(reference="claim-fails").count() == 1
 
 
-def test_store_error_in_atomic_mode_keeps_nothing_and_the_retry_runs_once(failures):
+def test_store_error_in_atomic_mode_keeps_nothing_and_the_retry_runs_once(
+    failures: Failures,
+) -> None:
     client = api_client()
     failures.on("store")
     response = post(client, "atomic/", "store-fails-atomic")
@@ -141,7 +148,7 @@ def test_store_error_in_atomic_mode_keeps_nothing_and_the_retry_runs_once(failur
     assert Payment.objects.filter(reference="store-fails-atomic").count() == 1
 
 
-def test_store_error_outside_atomic_mode_keeps_the_key_locked(failures):
+def test_store_error_outside_atomic_mode_keeps_the_key_locked(failures: Failures) -> None:
     client = api_client()
     key = "store-fails-plain"
     failures.on("store")
@@ -165,7 +172,7 @@ def test_store_error_outside_atomic_mode_keeps_the_key_locked(failures):
 
 
 @pytest.mark.processes
-def test_lost_connection_while_claiming_answers_503(server_factory):
+def test_lost_connection_while_claiming_answers_503(server_factory: ServerFactory) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("terminating a server-side session is shown on PostgreSQL")
     server = server_factory(workers=1, SERVER_CONN_MAX_AGE="1")
@@ -186,7 +193,9 @@ def test_lost_connection_while_claiming_answers_503(server_factory):
 
 
 @pytest.mark.processes
-def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(server_factory):
+def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(
+    server_factory: ServerFactory,
+) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("terminating a server-side session is shown on PostgreSQL")
     server = server_factory(workers=1, SERVER_CONN_MAX_AGE="1")

@@ -3,12 +3,14 @@ not after it, in atomic mode and under ATOMIC_REQUESTS too (PostgreSQL and
 MySQL/MariaDB; SQLite has one writer, see docs/concurrency.md)."""
 
 import os
+from typing import Any
 
 import pytest
 from django.db import connection
 
 from tests.testapp.models import Payment
 
+from .conftest import ServerFactory
 from .helpers import Background, wait_for_claim
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -25,7 +27,9 @@ MODES = [
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_duplicate_is_answered_while_the_first_request_runs(server_factory, path, env):
+def test_duplicate_is_answered_while_the_first_request_runs(
+    server_factory: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
     if connection.vendor == "sqlite" and ("atomic" in path or "SERVER_ATOMIC_REQUESTS" in env):

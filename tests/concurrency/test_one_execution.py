@@ -2,10 +2,13 @@
 on separate worker processes run the view exactly once."""
 
 import os
+from typing import Any
 
 import pytest
 
 from tests.testapp.models import Payment
+
+from .conftest import ServerFactory
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +31,9 @@ CONCURRENT = 20
         ),
     ],
 )
-def test_simultaneous_duplicates_run_the_view_once(server_factory, path, env):
+def test_simultaneous_duplicates_run_the_view_once(
+    server_factory: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
     server = server_factory(**env)

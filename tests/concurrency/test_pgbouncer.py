@@ -12,13 +12,14 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.testapp.models import Payment
 
-from .conftest import Server
+from .conftest import Server, ServerFactory
 from .helpers import Background, wait_for_claim, wait_for_lock_expiry, wait_until
 
 pytestmark = [
@@ -37,7 +38,7 @@ MODES = [
 
 
 @pytest.fixture
-def through_pgbouncer(server_factory, pgbouncer):  # type: ignore[no-untyped-def]
+def through_pgbouncer(server_factory: ServerFactory, pgbouncer: int) -> ServerFactory:
     def get(**env: str) -> Server:
         return server_factory(SERVER_DB_PORT=str(pgbouncer), SERVER_CONN_MAX_AGE="1", **env)
 
@@ -49,7 +50,9 @@ def originals(responses: list) -> list:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_simultaneous_duplicates_run_the_view_once(through_pgbouncer, path, env):
+def test_simultaneous_duplicates_run_the_view_once(
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     server = through_pgbouncer(**env)
     for round_ in range(3):
         key = f"pgb-race-{path.strip('/')}-{len(env)}-{round_}"
@@ -63,7 +66,9 @@ def test_simultaneous_duplicates_run_the_view_once(through_pgbouncer, path, env)
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_duplicate_is_answered_409_while_the_first_request_runs(through_pgbouncer, path, env):
+def test_duplicate_is_answered_409_while_the_first_request_runs(
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     server = through_pgbouncer(**env)
     key = f"pgb-slow-{path.strip('/')}-{len(env)}"
     first = Background(lambda: server.post(path, key, headers={"X-Sleep": "1"}))
@@ -84,7 +89,9 @@ def test_duplicate_is_answered_409_while_the_first_request_runs(through_pgbounce
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_killed_worker_is_taken_over_by_exactly_one_retry(through_pgbouncer, path, env, pid_dir):
+def test_killed_worker_is_taken_over_by_exactly_one_retry(
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any], pid_dir: Path
+) -> None:
     server = through_pgbouncer(**env)
     key = f"pgb-killed-{path.strip('/')}-{len(env)}"
     victim = Background(
@@ -111,7 +118,9 @@ def test_killed_worker_is_taken_over_by_exactly_one_retry(through_pgbouncer, pat
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_slow_owner_cannot_overwrite_the_new_owner(through_pgbouncer, path, env):
+def test_slow_owner_cannot_overwrite_the_new_owner(
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any]
+) -> None:
     server = through_pgbouncer(**env)
     key = f"pgb-fenced-{path.strip('/')}-{len(env)}"
     slow = Background(
@@ -137,20 +146,22 @@ def test_slow_owner_cannot_overwrite_the_new_owner(through_pgbouncer, path, env)
         assert Payment.objects.filter(reference=key).count() == 2
 
 
-def _sequential(server: Server, name: str, n: int = 20) -> list:  # type: ignore[type-arg]
+def _sequential(server: Server, name: str, n: int = 20) -> list[Any]:
     # Distinct keys one after another: each worker's persistent connection
     # runs the same claim statement again and again.
     return [server.post("plain/", f"pgb-{name}-{i}") for i in range(n)]
 
 
-def test_server_side_binding_works_behind_pgbouncer(through_pgbouncer):
+def test_server_side_binding_works_behind_pgbouncer(through_pgbouncer: ServerFactory) -> None:
     # Django sets psycopg's prepare_threshold to None: parameters are bound on
     # the server, in unnamed statements that live for one round trip.
     server = through_pgbouncer(SERVER_DB_OPTIONS=json.dumps({"server_side_binding": True}))
     assert {r.status_code for r in _sequential(server, "binding")} == {201}
 
 
-def test_prepared_statements_break_behind_pgbouncer_before_1_21(through_pgbouncer):
+def test_prepared_statements_break_behind_pgbouncer_before_1_21(
+    through_pgbouncer: ServerFactory,
+) -> None:
     # Why check W005 exists: psycopg prepares a statement on one server
     # connection, and PgBouncer 1.18 in transaction pooling sends the client's
     # next execution to another, where it does not exist, or where another

@@ -11,18 +11,22 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from adrf.decorators import api_view as async_api_view
 from rest_framework.decorators import api_view
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_idempotency import idempotent, waiting
 from tests.testapp.models import Payment
 
 
-def _work(request):
+def _work(request: Request) -> Response:
     key = request.headers.get("Idempotency-Key", "")
-    payment = Payment.objects.create(amount=int(request.data.get("amount", 1)), reference=key)
+    payment = Payment.objects.create(
+        amount=int(cast(dict[str, Any], request.data).get("amount", 1)), reference=key
+    )
     pid_dir = request.headers.get("X-Pid-Dir")
     if pid_dir:
         Path(pid_dir, f"{key}.pid").write_text(str(os.getpid()))
@@ -32,21 +36,21 @@ def _work(request):
 
 @api_view(["POST"])
 @idempotent(lock_timeout=60)
-def plain(request):
+def plain(request: Request) -> Response:
     return _work(request)
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=60, atomic=True)
-def atomic(request):
+def atomic(request: Request) -> Response:
     return _work(request)
 
 
 # The same operation as an adrf async view, served by uvicorn (SERVER_ASGI=1).
-async def _work_async(request):
+async def _work_async(request: Request) -> Response:
     key = request.headers.get("Idempotency-Key", "")
     payment = await Payment.objects.acreate(
-        amount=int(request.data.get("amount", 1)), reference=key
+        amount=int(cast(dict[str, Any], request.data).get("amount", 1)), reference=key
     )
     pid_dir = request.headers.get("X-Pid-Dir")
     if pid_dir:
@@ -55,15 +59,15 @@ async def _work_async(request):
     return Response({"id": payment.pk, "pid": os.getpid()}, status=201)
 
 
-@async_api_view(["POST"])
+@async_api_view(["POST"])  # type: ignore[untyped-decorator]  # adrf has no type hints
 @idempotent(lock_timeout=60)
-async def async_plain(request):
+async def async_plain(request: Request) -> Response:
     return await _work_async(request)
 
 
-@async_api_view(["POST"])
+@async_api_view(["POST"])  # type: ignore[untyped-decorator]  # adrf has no type hints
 @idempotent(lock_timeout=60, atomic=True)
-async def async_atomic(request):
+async def async_atomic(request: Request) -> Response:
     return await _work_async(request)
 
 

@@ -36,6 +36,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -321,7 +322,7 @@ class Project:
             self.match_response(expected, request, response)
             self.answers_checked += 1
 
-    def match_response(self, block: Block, request: Request, response: dict) -> None:
+    def match_response(self, block: Block, request: Request, response: dict[str, Any]) -> None:
         head, _, body = block.text.partition("\n\n")
         status_line, *header_lines = head.splitlines()
         shown = f"{block.where}: {request.method} {request.path} answered\n{_format(response)}"
@@ -358,7 +359,7 @@ class Project:
 
     def match_text(self, documented: str, actual: str, block: Block) -> None:
         """``actual`` is ``documented``, with its placeholders bound to real values."""
-        pattern, names = "", []
+        pattern, names = "", list[str]()
         position = 0
         for found in PLACEHOLDER.finditer(documented):
             pattern += re.escape(documented[position : found.start()])
@@ -387,6 +388,6 @@ class Project:
             self.bindings[name] = value
 
 
-def _format(response: dict) -> str:
+def _format(response: dict[str, Any]) -> str:
     headers = "".join(f"{name}: {value}\n" for name, value in response["headers"].items())
     return f"{response['status']}\n{headers}\n{response['body']}"

@@ -1,10 +1,13 @@
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, cast
 
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes, throttle_classes
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
@@ -17,7 +20,7 @@ from .models import Payment
 from .serializers import PaymentSerializer
 
 
-def _create(request, **extra):
+def _create(request: Request, **extra: Any) -> Response:
     serializer = PaymentSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     owner = request.user if request.user.is_authenticated else None
@@ -41,7 +44,7 @@ def _create(request, **extra):
 
 @api_view(["POST", "GET", "PUT", "PATCH", "DELETE"])
 @idempotent
-def function_view(request):
+def function_view(request: Request) -> Response:
     if request.method == "GET":
         return Response({"count": Payment.objects.count()})
     return _create(request)
@@ -49,81 +52,81 @@ def function_view(request):
 
 @api_view(["POST"])
 @idempotent(header="X-Idempotency-Key", replay_status=409, required=True)
-def letter_view(request):
+def letter_view(request: Request) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(atomic=True)
-def atomic_view(request):
+def atomic_view(request: Request) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(per_endpoint=True)
-def per_endpoint_a(request):
+def per_endpoint_a(request: Request) -> Response:
     return _create(request, reference="a")
 
 
 @api_view(["POST"])
 @idempotent(per_endpoint=True)
-def per_endpoint_b(request):
+def per_endpoint_b(request: Request) -> Response:
     return _create(request, reference="b")
 
 
 @api_view(["POST"])
 @idempotent
-def binary_view(request):
+def binary_view(request: Request) -> HttpResponse:
     Payment.objects.create(amount=1)
     return HttpResponse(bytes(range(256)) * 4, content_type="application/pdf")
 
 
 @api_view(["POST"])
 @idempotent
-def streaming_view(request):
+def streaming_view(request: Request) -> StreamingHttpResponse:
     Payment.objects.create(amount=1)
     return StreamingHttpResponse(iter([b"a", b"b"]), content_type="text/plain")
 
 
 @api_view(["POST"])
 @idempotent
-def plain_json_view(request):
+def plain_json_view(request: Request) -> HttpResponse:
     Payment.objects.create(amount=1)
     return HttpResponse(b'{"ok": true}', content_type="application/json", status=202)
 
 
 class PaymentAPIView(APIView):
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
-class PaymentCreateView(IdempotencyMixin, generics.ListCreateAPIView):
+class PaymentCreateView(IdempotencyMixin, generics.ListCreateAPIView[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
     idempotency_options = {"required": True, "key_pattern": r"[0-9a-f-]{36}"}
 
 
-class PaymentViewSet(viewsets.ModelViewSet):
+class PaymentViewSet(viewsets.ModelViewSet[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
 
     @idempotent(required=True)
-    def create(self, request, *args, **kwargs):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().create(request, *args, **kwargs)
 
     @action(detail=False, methods=["post"])
     @idempotent
-    def refund(self, request):
+    def refund(self, request: Request) -> Response:
         return _create(request, reference="refund")
 
 
-class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet):
+class MixinViewSet(IdempotencyMixin, viewsets.ModelViewSet[Payment]):
     queryset = Payment.objects.all()
     serializer_class = PaymentSerializer
 
     @action(detail=False, methods=["post"])
-    def bulk(self, request):
+    def bulk(self, request: Request) -> Response:
         return _create(request, reference="bulk")
 
 
@@ -133,10 +136,10 @@ class MixinOverrideView(IdempotencyMixin, APIView):
     idempotency_options = {"replay_status": 200}
 
     @idempotent(replay_status=202)
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
-    def patch(self, request):
+    def patch(self, request: Request) -> Response:
         return _create(request)
 
 
@@ -144,7 +147,7 @@ class PrivateView(APIView):
     permission_classes = [IsAuthenticated]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
@@ -161,14 +164,14 @@ class ThrottledView(APIView):
     throttle_classes = [TwoPerMinuteThrottle]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 @idempotent
-def private_function_view(request):
+def private_function_view(request: Request) -> Response:
     """DRF's policy decorators above @idempotent..."""
     return _create(request)
 
@@ -177,7 +180,7 @@ def private_function_view(request):
 @idempotent
 @permission_classes([IsAuthenticated])
 @throttle_classes([TwoPerMinuteUserThrottle])
-def private_function_view_inner(request):
+def private_function_view_inner(request: Request) -> Response:
     """...or below it: both orders keep the policy."""
     return _create(request)
 
@@ -186,19 +189,19 @@ class AdminOnlyView(APIView):
     permission_classes = [IsAdminUser]
 
     @idempotent
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         return _create(request)
 
 
 @api_view(["POST", "PUT"])
-def bare_view(request):
+def bare_view(request: Request) -> Response:
     """function_view without the app: the baseline of the query counts."""
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent
-def headers_view(request):
+def headers_view(request: Request) -> Response:
     """Answers with every kind of header, to see which ones are stored."""
     Payment.objects.create(amount=1)
     response = Response({"ok": True}, status=201)
@@ -214,7 +217,7 @@ def headers_view(request):
     return response
 
 
-def checkout_page(request):
+def checkout_page(request: HttpRequest) -> HttpResponse:
     """The page a browser checkout starts on: it saves the guest's session."""
     request.session["checkout_started"] = True
     return HttpResponse("checkout")
@@ -222,22 +225,22 @@ def checkout_page(request):
 
 @api_view(["POST"])
 @idempotent(scope=user_or_session)
-def guest_order_view(request):
+def guest_order_view(request: Request) -> Response:
     return _create(request)
 
 
-def tenant_scope(request):
+def tenant_scope(request: Request) -> str:
     """A scope callable: keys live in the tenant named by a header."""
     return "tenant:" + request.headers.get("X-Tenant", "none")
 
 
-def amount_fingerprint(request):
+def amount_fingerprint(request: Request) -> str:
     """A fingerprint callable: only the amount must match for a retry."""
-    return str(request.data.get("amount"))
+    return str(cast(dict[str, Any], request.data).get("amount"))
 
 
 #: name -> options of a function view served at ``/options/<name>/``.
-OPTION_VIEWS = {
+OPTION_VIEWS: dict[str, dict[str, Any]] = {
     "header": {"header": "X-Custom-Key"},
     "required": {"required": True},
     "methods": {"methods": ["PUT", "DELETE"]},
@@ -263,13 +266,14 @@ OPTION_VIEWS = {
 }
 
 
-def _option_view(name, options):
+def _option_view(name: str, options: dict[str, Any]) -> Callable[..., Any]:
     @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
     @idempotent(**options)
-    def view(request):
+    def view(request: Request) -> Response:
         return _create(request, reference=name)
 
-    view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"
+    # api_view() returns the function it was given; the stubs call it AsView.
+    view.__name__ = view.__qualname__ = f"option_view_{name.replace('-', '_')}"  # type: ignore[attr-defined]
     return view
 
 
@@ -278,11 +282,11 @@ option_views = {name: _option_view(name, options) for name, options in OPTION_VI
 
 @api_view(["POST"])
 @idempotent
-def item_view(request, slug):
+def item_view(request: Request, slug: str) -> Response:
     return _create(request)
 
 
 @api_view(["POST"])
 @idempotent(scope=lambda request: "tenant:\0" + request.headers.get("X-Tenant", ""))
-def nul_scope_view(request):
+def nul_scope_view(request: Request) -> Response:
     return _create(request)

@@ -46,7 +46,7 @@ OPTIONS: dict[str, Any] = {
 AUTHORISATION_SECONDS = 0.3
 
 
-class CheckoutPaymentSerializer(serializers.ModelSerializer):
+class CheckoutPaymentSerializer(serializers.ModelSerializer[CheckoutPayment]):
     amount = serializers.IntegerField(min_value=1, max_value=1_000_000)
     currency = serializers.ChoiceField(choices=["EUR"], default="EUR")
 

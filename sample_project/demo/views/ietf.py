@@ -7,8 +7,9 @@ Header Field", as Stripe does it.
 - the key with another body is 422, a duplicate while the first runs is 409.
 """
 
-from typing import Any
+from typing import cast
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -17,16 +18,17 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from django_idempotency import IdempotencyMixin
+from django_idempotency.option_types import IdempotencyOptions
 
 from .. import simulate
 from ..auth import AUTHENTICATION, PERMISSIONS
 from ..models import Payment
 from ..serializers import PaymentSerializer, RefundSerializer
 
-OPTIONS: dict[str, Any] = {}
+OPTIONS: IdempotencyOptions = {}
 
 
-class PaymentViewSet(IdempotencyMixin, viewsets.ModelViewSet):
+class PaymentViewSet(IdempotencyMixin, viewsets.ModelViewSet[Payment]):
     """Payments. The mixin protects every handler, the ``refund`` action included."""
 
     idempotency_options = OPTIONS
@@ -35,11 +37,13 @@ class PaymentViewSet(IdempotencyMixin, viewsets.ModelViewSet):
     serializer_class = PaymentSerializer
 
     def get_queryset(self) -> QuerySet[Payment]:
-        return Payment.objects.filter(owner=self.request.user)
+        return Payment.objects.filter(
+            owner=cast(User, self.request.user)
+        )  # the views require a signed-in user
 
-    def perform_create(self, serializer: BaseSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Payment]) -> None:
         simulate.pause(self.request)
-        serializer.save(owner=self.request.user)
+        serializer.save(owner=cast(User, self.request.user))  # the views require a signed-in user
 
     @action(detail=True, methods=["post"])
     def refund(self, request: Request, pk: str | None = None) -> Response:

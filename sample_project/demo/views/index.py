@@ -1,5 +1,6 @@
 """The root URL: what each endpoint group reproduces and how it is configured."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -93,7 +94,7 @@ GROUPS: list[dict[str, Any]] = [
 class _IndentedJSONRenderer(JSONRenderer):
     """The index is read by people, with curl: indent it."""
 
-    def get_indent(self, accepted_media_type: str, renderer_context: dict[str, Any]) -> int:
+    def get_indent(self, accepted_media_type: str, renderer_context: Mapping[str, Any]) -> int:
         return 2
 
 

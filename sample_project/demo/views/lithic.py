@@ -9,8 +9,9 @@ Lithic's client libraries generate a key for each call and retry on their
 own; the server side is the same.
 """
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -37,7 +38,7 @@ class CardViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[Card],
 ):
     """Cards, with ``@idempotent`` on the handlers that create something."""
 
@@ -46,7 +47,9 @@ class CardViewSet(
     serializer_class = CardSerializer
 
     def get_queryset(self) -> QuerySet[Card]:
-        return Card.objects.filter(owner=self.request.user)
+        return Card.objects.filter(
+            owner=cast(User, self.request.user)
+        )  # the views require a signed-in user
 
     @idempotent(**OPTIONS)
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -57,7 +60,7 @@ class CardViewSet(
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer: Any) -> None:
-        serializer.save(owner=self.request.user)
+        serializer.save(owner=cast(User, self.request.user))  # the views require a signed-in user
 
     # @action above @idempotent: DRF routes to the method, and the key is
     # checked after DRF's authentication and permissions.

@@ -7,14 +7,16 @@
   the retry carries the operation to completion.
 """
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_idempotency import IdempotencyMixin
+from django_idempotency.option_types import IdempotencyOptions
 
 from .. import simulate
 from ..auth import AUTHENTICATION, PERMISSIONS
@@ -23,7 +25,7 @@ from ..serializers import TransferSerializer
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
-OPTIONS: dict[str, Any] = {
+OPTIONS: IdempotencyOptions = {
     "required": True,
     "methods": ["POST"],
     "key_pattern": UUID_PATTERN,
@@ -33,7 +35,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-class TransferView(IdempotencyMixin, generics.ListCreateAPIView):
+class TransferView(IdempotencyMixin, generics.ListCreateAPIView[Transfer]):
     """GET lists your transfers; POST creates one."""
 
     idempotency_options = OPTIONS
@@ -42,7 +44,9 @@ class TransferView(IdempotencyMixin, generics.ListCreateAPIView):
     serializer_class = TransferSerializer
 
     def get_queryset(self) -> QuerySet[Transfer]:
-        return Transfer.objects.filter(owner=self.request.user)
+        return Transfer.objects.filter(
+            owner=cast(User, self.request.user)
+        )  # the views require a signed-in user
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         failed = simulate.failure(request)
@@ -52,4 +56,4 @@ class TransferView(IdempotencyMixin, generics.ListCreateAPIView):
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer: Any) -> None:
-        serializer.save(owner=self.request.user)
+        serializer.save(owner=cast(User, self.request.user))  # the views require a signed-in user

@@ -8,8 +8,9 @@
   new letter.
 """
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from rest_framework import status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.request import Request
@@ -40,7 +41,7 @@ OPTIONS: dict[str, Any] = {
 def letters(request: Request) -> Response:
     """GET lists your letters; POST creates one (form fields or JSON)."""
     if request.method == "GET":
-        owned = Letter.objects.filter(owner=request.user)
+        owned = Letter.objects.filter(owner=cast(User, request.user))  # signed in (PERMISSIONS)
         return Response({"success": True, "data": LetterSerializer(owned, many=True).data})
     serializer = LetterSerializer(data=request.data)
     if not serializer.is_valid():

@@ -10,19 +10,21 @@ https://docs.txcloud.thetekcircle.io/concepts/idempotency
 - GET and DELETE are not affected.
 """
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from rest_framework import generics
 
 from django_idempotency import IdempotencyMixin
+from django_idempotency.option_types import IdempotencyOptions
 
 from .. import simulate
 from ..auth import AUTHENTICATION, PERMISSIONS
 from ..models import IdentityCheck
 from ..serializers import IdentityCheckSerializer
 
-OPTIONS: dict[str, Any] = {
+OPTIONS: IdempotencyOptions = {
     "key_min_length": 10,
     "key_max_length": 255,
     "key_pattern": r"[A-Za-z0-9_-]+",
@@ -35,7 +37,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-class _IdentityCheckCreate(IdempotencyMixin, generics.CreateAPIView):
+class _IdentityCheckCreate(IdempotencyMixin, generics.CreateAPIView[IdentityCheck]):
     idempotency_options = OPTIONS
     authentication_classes = AUTHENTICATION
     permission_classes = PERMISSIONS
@@ -62,7 +64,7 @@ class SessionView(_IdentityCheckCreate):
         serializer.save(owner=self.request.user, kind=self.kind, status="pending")
 
 
-class IdentityCheckView(IdempotencyMixin, generics.RetrieveDestroyAPIView):
+class IdentityCheckView(IdempotencyMixin, generics.RetrieveDestroyAPIView[IdentityCheck]):
     """GET and DELETE /txcloud/identity/checks/<id>: same options, and the key is ignored."""
 
     idempotency_options = OPTIONS
@@ -71,4 +73,6 @@ class IdentityCheckView(IdempotencyMixin, generics.RetrieveDestroyAPIView):
     serializer_class = IdentityCheckSerializer
 
     def get_queryset(self) -> QuerySet[IdentityCheck]:
-        return IdentityCheck.objects.filter(owner=self.request.user)
+        return IdentityCheck.objects.filter(
+            owner=cast(User, self.request.user)
+        )  # the views require a signed-in user
