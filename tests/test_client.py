@@ -68,6 +68,7 @@ def policy(clock: FakeClock, **options: Any) -> RetryPolicy:
 
 def send(kind: str, retry: RetryPolicy, method: str, url: str, **kwargs: Any) -> Any:
     """One request through the client ``kind``: (status, body, report)."""
+    response: Any  # a requests or an httpx response
     if kind == "requests":
         with requests.Session() as session:
             session.mount("http://", IdempotentAdapter(policy=retry))
@@ -90,17 +91,19 @@ def send(kind: str, retry: RetryPolicy, method: str, url: str, **kwargs: Any) ->
 
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
-def test_a_post_without_a_key_gets_one_and_keeps_it_on_every_retry(kind, clock):
+def test_a_post_without_a_key_gets_one_and_keeps_it_on_every_retry(
+    kind: str, clock: FakeClock
+) -> None:
     with stub_server((503, {}, b""), (502, {}, b""), CREATED) as stub:
         status, body, report = send(kind, policy(clock), "POST", stub.url, json={"a": 1})
 
     assert (status, body) == (201, b'{"id": 1}')
     keys = stub.keys()
     assert len(keys) == 3 and len(set(keys)) == 1
-    assert len(keys[0]) == 36  # a uuid4
+    assert len(keys[0] or "") == 36  # a uuid4
     assert len({r.body for r in stub.received}) == 1
     assert json.loads(stub.received[0].body) == {"a": 1}
     assert report.key == keys[0]
@@ -108,14 +111,14 @@ def test_a_post_without_a_key_gets_one_and_keeps_it_on_every_retry(kind, clock):
     assert report.outcomes == ["503", "502", "201"]
 
 
-def test_a_key_the_caller_chose_is_kept(kind, clock):
+def test_a_key_the_caller_chose_is_kept(kind: str, clock: FakeClock) -> None:
     with stub_server((500, {}, b""), CREATED) as stub:
         send(kind, policy(clock), "PATCH", stub.url, headers={"Idempotency-Key": "mine-0001"})
 
     assert stub.keys() == ["mine-0001", "mine-0001"]
 
 
-def test_another_header_name(kind, clock):
+def test_another_header_name(kind: str, clock: FakeClock) -> None:
     retry = policy(clock, header="X-Idempotency-Key")
     with stub_server((503, {}, b""), CREATED) as stub:
         send(kind, retry, "POST", stub.url)
@@ -125,7 +128,7 @@ def test_another_header_name(kind, clock):
     assert keys[0] is not None and keys == [keys[0]] * 2
 
 
-def test_each_logical_request_gets_its_own_key(kind, clock):
+def test_each_logical_request_gets_its_own_key(kind: str, clock: FakeClock) -> None:
     with stub_server(CREATED) as stub:
         send(kind, policy(clock), "POST", stub.url)
         send(kind, policy(clock), "POST", stub.url)
@@ -134,7 +137,7 @@ def test_each_logical_request_gets_its_own_key(kind, clock):
     assert first != second
 
 
-def test_in_progress_is_retried_after_retry_after(kind, clock):
+def test_in_progress_is_retried_after_retry_after(kind: str, clock: FakeClock) -> None:
     with stub_server(IN_PROGRESS, IN_PROGRESS, CREATED) as stub:
         status, _, report = send(kind, policy(clock), "POST", stub.url)
 
@@ -148,7 +151,7 @@ def test_in_progress_is_retried_after_retry_after(kind, clock):
     assert clock.now == 2.0
 
 
-def test_retry_after_is_capped_by_max_delay(kind, clock):
+def test_retry_after_is_capped_by_max_delay(kind: str, clock: FakeClock) -> None:
     long_wait = (503, {"Retry-After": "3600"}, b"")
     with stub_server(long_wait, CREATED) as stub:
         _, _, report = send(kind, policy(clock, max_delay=4, deadline=None), "POST", stub.url)
@@ -160,9 +163,13 @@ def test_retry_after_is_capped_by_max_delay(kind, clock):
     ("answer", "outcome"),
     [
         pytest.param(
-            (422, {"Content-Type": "application/problem+json"},
-             b'{"code": "idempotency_key_reused"}'),
-            "422", id="422-key-reused",
+            (
+                422,
+                {"Content-Type": "application/problem+json"},
+                b'{"code": "idempotency_key_reused"}',
+            ),
+            "422",
+            id="422-key-reused",
         ),
         pytest.param((400, {}, b'{"code": "idempotency_key_invalid"}'), "400", id="400"),
         pytest.param((404, {}, b""), "404", id="404"),
@@ -172,7 +179,9 @@ def test_retry_after_is_capped_by_max_delay(kind, clock):
         pytest.param((501, {}, b""), "501", id="501"),
     ],
 )
-def test_answers_that_are_not_retried(kind, clock, answer, outcome):
+def test_answers_that_are_not_retried(
+    kind: str, clock: FakeClock, answer: Any, outcome: Any
+) -> None:
     with stub_server(answer, CREATED) as stub:
         status, _, report = send(kind, policy(clock), "POST", stub.url)
 
@@ -183,7 +192,7 @@ def test_answers_that_are_not_retried(kind, clock, answer, outcome):
     assert clock.now == 0
 
 
-def test_max_attempts_returns_the_last_answer(kind, clock):
+def test_max_attempts_returns_the_last_answer(kind: str, clock: FakeClock) -> None:
     with stub_server((503, {"Retry-After": "1"}, b"down")) as stub:
         status, body, report = send(kind, policy(clock, max_attempts=3), "POST", stub.url)
 
@@ -192,7 +201,7 @@ def test_max_attempts_returns_the_last_answer(kind, clock):
     assert report.attempts == 3 and report.gave_up == "max_attempts"
 
 
-def test_no_attempt_starts_after_the_deadline(kind, clock):
+def test_no_attempt_starts_after_the_deadline(kind: str, clock: FakeClock) -> None:
     retry = policy(clock, max_attempts=100, deadline=10)
     with stub_server((503, {"Retry-After": "2"}, b"")) as stub:
         _, _, report = send(kind, retry, "POST", stub.url)
@@ -203,14 +212,19 @@ def test_no_attempt_starts_after_the_deadline(kind, clock):
     assert clock.now == 10
 
 
-def test_exponential_backoff_with_full_jitter_up_to_max_delay(kind, clock):
+def test_exponential_backoff_with_full_jitter_up_to_max_delay(kind: str, clock: FakeClock) -> None:
     draws = iter([1.0, 1.0, 1.0, 0.5, 0.0])
     retry = policy(
-        clock, base_delay=1, max_delay=4, max_attempts=6, deadline=None,
+        clock,
+        base_delay=1,
+        max_delay=4,
+        max_attempts=6,
+        deadline=None,
         jitter=lambda: next(draws),
     )
-    with stub_server((500, {}, b""), (500, {}, b""), (500, {}, b""), (500, {}, b""),
-                     (500, {}, b""), CREATED) as stub:
+    with stub_server(
+        (500, {}, b""), (500, {}, b""), (500, {}, b""), (500, {}, b""), (500, {}, b""), CREATED
+    ) as stub:
         status, _, report = send(kind, retry, "POST", stub.url)
 
     assert status == 201
@@ -220,7 +234,9 @@ def test_exponential_backoff_with_full_jitter_up_to_max_delay(kind, clock):
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
-def test_put_and_delete_are_keyed_and_retried_only_when_configured(kind, clock, method):
+def test_put_and_delete_are_keyed_and_retried_only_when_configured(
+    kind: str, clock: FakeClock, method: str
+) -> None:
     with stub_server((503, {}, b""), CREATED) as stub:
         status, _, report = send(kind, policy(clock), method, stub.url)
     assert status == 503
@@ -234,7 +250,7 @@ def test_put_and_delete_are_keyed_and_retried_only_when_configured(kind, clock, 
     assert stub.keys()[0] is not None and len(set(stub.keys())) == 1
 
 
-def test_a_get_is_retried_without_a_key(kind, clock):
+def test_a_get_is_retried_without_a_key(kind: str, clock: FakeClock) -> None:
     with stub_server((503, {}, b""), (200, {}, b"ok")) as stub:
         status, _, report = send(kind, policy(clock), "GET", stub.url)
 
@@ -243,14 +259,14 @@ def test_a_get_is_retried_without_a_key(kind, clock):
     assert report.key is None and report.attempts == 2
 
 
-def test_safe_methods_are_sent_once_when_so_configured(kind, clock):
+def test_safe_methods_are_sent_once_when_so_configured(kind: str, clock: FakeClock) -> None:
     with stub_server((503, {}, b""), (200, {}, b"ok")) as stub:
         status, _, _ = send(kind, policy(clock, retry_safe_methods=False), "GET", stub.url)
 
     assert status == 503 and len(stub.received) == 1
 
 
-def test_a_streaming_body_is_sent_once_with_its_key(kind, clock):
+def test_a_streaming_body_is_sent_once_with_its_key(kind: str, clock: FakeClock) -> None:
     def chunks() -> Iterator[bytes]:
         yield b"part one, "
         yield b"part two"
@@ -269,7 +285,7 @@ def test_a_streaming_body_is_sent_once_with_its_key(kind, clock):
     assert report.attempts == 1 and "stream" in report.not_retryable
 
 
-def test_requests_rewinds_a_file_body_before_a_retry(clock):
+def test_requests_rewinds_a_file_body_before_a_retry(clock: FakeClock) -> None:
     with stub_server((503, {}, b""), CREATED) as stub:
         status, _, _ = send(
             "requests", policy(clock), "POST", stub.url, content=io.BytesIO(b"the whole file")
@@ -279,7 +295,7 @@ def test_requests_rewinds_a_file_body_before_a_retry(clock):
     assert [r.body for r in stub.received] == [b"the whole file"] * 2
 
 
-def test_httpx_retries_a_multipart_upload_whole(clock):
+def test_httpx_retries_a_multipart_upload_whole(clock: FakeClock) -> None:
     upload = io.BytesIO(b"the whole file")
     with stub_server((503, {}, b""), CREATED) as stub:
         status, _, _ = send("httpx", policy(clock), "POST", stub.url, files={"f": upload})
@@ -292,24 +308,27 @@ def test_httpx_retries_a_multipart_upload_whole(clock):
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def test_connection_errors_are_retried_then_raised_with_the_report(kind, clock):
+def test_connection_errors_are_retried_then_raised_with_the_report(
+    kind: str, clock: FakeClock
+) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/"
     with pytest.raises((httpx.ConnectError, requests.ConnectionError)) as raised:
         send(kind, policy(clock, max_attempts=4), "POST", url)
 
-    report = raised.value.idempotency
+    report = raised.value.idempotency  # type: ignore[attr-defined]  # set by the client
     assert isinstance(report, RetryReport)
     assert report.attempts == 4 and report.gave_up == "max_attempts"
     assert len(report.delays) == 3
     assert any("4 attempt(s)" in note for note in raised.value.__notes__)
 
 
-def test_retry_after_as_an_http_date():
+def test_retry_after_as_an_http_date() -> None:
     in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
-    assert 58 <= parse_retry_after(in_a_minute) <= 60
+    seconds = parse_retry_after(in_a_minute)
+    assert seconds is not None and 58 <= seconds <= 60
     assert parse_retry_after("Tue, 01 Jan 2019 00:00:00 GMT") == 0
     assert parse_retry_after("7") == 7
     assert parse_retry_after("soon") is None
@@ -326,17 +345,17 @@ def test_retry_after_as_an_http_date():
         {"header": "Idempotency Key:"},
     ],
 )
-def test_bad_policies_are_refused(options):
+def test_bad_policies_are_refused(options: Any) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**options)
 
 
-def test_a_transport_and_its_options_are_exclusive():
+def test_a_transport_and_its_options_are_exclusive() -> None:
     with pytest.raises(TypeError):
         IdempotentTransport(httpx.HTTPTransport(), retries=1)
 
 
-def test_the_client_needs_no_django_settings():
+def test_the_client_needs_no_django_settings() -> None:
     # A service calling another one has no reason to configure Django.
     script = """
 import sys
@@ -359,7 +378,11 @@ print("ok")
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -716,8 +716,8 @@ def test_walkthrough_finds_every_behaviour_as_documented(sample_server: str) -> 
 
 
 def test_the_retrying_client_makes_one_transfer_per_operation_through_timeouts(
-    sample_server, alice
-):
+    sample_server: str, alice: Any
+) -> None:
     """``manage.py demo_client``: every first attempt times out (the transfer
     takes longer than the client waits); retries with the same key get the
     409 and then the replay, and each operation makes one transfer."""

@@ -5,6 +5,7 @@ in tests/concurrency/test_wait.py)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from django_idempotency import conf, idempotent
 from django_idempotency.models import IdempotencyRecord
@@ -20,7 +22,9 @@ from tests.helpers import post
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION")
 
 
-def _statements(client, url, data=None, **kwargs):
+def _statements(
+    client: APIClient, url: str, data: Any = None, **kwargs: Any
+) -> tuple[Any, list[str]]:
     with CaptureQueriesContext(connections[conf.get_settings().database]) as captured:
         response = post(client, url, data, **kwargs)
     sql = [q["sql"] for q in captured.captured_queries]
@@ -28,23 +32,23 @@ def _statements(client, url, data=None, **kwargs):
 
 
 @pytest.mark.parametrize("value", [0, 0.0, timedelta(0), 2, 2.5, timedelta(seconds=30)])
-def test_wait_accepts_zero_and_durations_shorter_than_lock_timeout(value):
+def test_wait_accepts_zero_and_durations_shorter_than_lock_timeout(value: Any) -> None:
     idempotent(wait=value)
 
 
 @pytest.mark.parametrize("value", [-1, "5", True, None, timedelta(seconds=-1)])
-def test_wait_refuses_what_is_not_a_duration(value):
+def test_wait_refuses_what_is_not_a_duration(value: Any) -> None:
     with pytest.raises(ImproperlyConfigured, match="'wait'"):
         idempotent(wait=value)
 
 
 @pytest.mark.parametrize("wait", [60, 61])
-def test_wait_must_be_shorter_than_lock_timeout(wait):
+def test_wait_must_be_shorter_than_lock_timeout(wait: Any) -> None:
     with pytest.raises(ImproperlyConfigured, match=r"'wait'.*'lock_timeout'"):
         idempotent(wait=wait, lock_timeout=60)
 
 
-def test_wait_in_the_setting_is_checked_against_lock_timeout_too():
+def test_wait_in_the_setting_is_checked_against_lock_timeout_too() -> None:
     with (
         override_settings(IDEMPOTENCY={"WAIT": 5, "LOCK_TIMEOUT": 5}),
         pytest.raises(ImproperlyConfigured, match="'wait'"),
@@ -55,7 +59,7 @@ def test_wait_in_the_setting_is_checked_against_lock_timeout_too():
 
 
 @pytest.mark.parametrize("value", [0, "", ["other"]])
-def test_listen_database_must_be_an_alias_none_or_false(value):
+def test_listen_database_must_be_an_alias_none_or_false(value: Any) -> None:
     with (
         override_settings(IDEMPOTENCY={"LISTEN_DATABASE": value}),
         pytest.raises(ImproperlyConfigured, match="LISTEN_DATABASE"),
@@ -64,7 +68,9 @@ def test_listen_database_must_be_an_alias_none_or_false(value):
 
 
 @pytest.mark.django_db
-def test_a_first_request_that_may_be_waited_for_costs_no_extra_statement(client):
+def test_a_first_request_that_may_be_waited_for_costs_no_extra_statement(
+    client: APIClient,
+) -> None:
     _, without = _statements(client, "/options/replay-status/", key="k1")
     response, sql = _statements(client, "/options/wait/", key="k2")
 
@@ -79,7 +85,9 @@ def test_a_first_request_that_may_be_waited_for_costs_no_extra_statement(client)
 
 
 @pytest.mark.django_db
-def test_a_released_first_request_that_may_be_waited_for_costs_no_extra_statement(client):
+def test_a_released_first_request_that_may_be_waited_for_costs_no_extra_statement(
+    client: APIClient,
+) -> None:
     _, without = _statements(client, "/options/replay-status/", {"amount": "x"}, key="k1")
     response, sql = _statements(client, "/options/wait/", {"amount": "x"}, key="k2")
 
@@ -89,7 +97,7 @@ def test_a_released_first_request_that_may_be_waited_for_costs_no_extra_statemen
 
 
 @pytest.mark.django_db(transaction=True)
-def test_postgresql_tells_listeners_when_the_response_is_stored(client):
+def test_postgresql_tells_listeners_when_the_response_is_stored(client: APIClient) -> None:
     connection = connections["default"]
     if connection.vendor != "postgresql":
         pytest.skip("NOTIFY is PostgreSQL's")

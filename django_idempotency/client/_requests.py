@@ -77,7 +77,7 @@ class IdempotentAdapter(HTTPAdapter):
     @staticmethod
     def _rewind(request: requests.PreparedRequest, attempts: Attempts) -> bool:
         """Whether the body is a file to seek back before a retry."""
-        body = request.body
+        body: Any = request.body  # the stubs say bytes | str, but a file or generator passes too
         if body is None or isinstance(body, bytes | str):
             return False
         if hasattr(body, "seek") and isinstance(getattr(request, "_body_position", None), int):

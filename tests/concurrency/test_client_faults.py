@@ -23,6 +23,7 @@ from django_idempotency.client import (
 from tests.factories import CLIENT_API_KEY
 from tests.testapp.models import Payment
 
+from .conftest import Server
 from .faulty_proxy import FaultyProxy
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -59,6 +60,7 @@ class Sync:
 
     def post(self, url: str, **kwargs: Any) -> tuple[int, dict[str, Any], bool, Any]:
         headers = {**AUTH, **kwargs.pop("headers", {})}
+        r: Any  # a requests or an httpx response
         if self.kind == "requests":
             r = self.session.post(url, headers=headers, timeout=self.timeout, **kwargs)
             report = r.idempotency
@@ -90,7 +92,7 @@ def assert_each_ran_once(results: list[tuple[int, dict[str, Any], bool, Any]]) -
         assert Payment.objects.get(reference=report.key).pk == body["id"]
 
 
-def test_lost_responses_do_not_repeat_operations(server, sync_client):
+def test_lost_responses_do_not_repeat_operations(server: Server, sync_client: Any) -> None:
     with FaultyProxy(server.url, drop=randomly(0.3, seed=12)) as proxy:
         results = [
             sync_client.post(proxy.url + "plain/", json={"amount": n + 1})
@@ -106,12 +108,11 @@ def test_lost_responses_do_not_repeat_operations(server, sync_client):
     ]
     lost = [report for *_, report in results if report.attempts > 1]
     assert all(
-        set(report.outcomes[:-1]) <= {"RemoteProtocolError", "ConnectionError"}
-        for report in lost
+        set(report.outcomes[:-1]) <= {"RemoteProtocolError", "ConnectionError"} for report in lost
     )
 
 
-def test_lost_responses_async_many_at_once(server):
+def test_lost_responses_async_many_at_once(server: Server) -> None:
     async def run(proxy: FaultyProxy) -> list[Any]:
         transport = AsyncIdempotentTransport(policy=RETRY)
         async with httpx.AsyncClient(transport=transport, headers=AUTH, timeout=30) as client:
@@ -121,7 +122,9 @@ def test_lost_responses_async_many_at_once(server):
                 async with gate:
                     r = await client.post(proxy.url + "async-plain/", json={"amount": n + 1})
                 return (
-                    r.status_code, r.json(), "Idempotent-Replayed" in r.headers,
+                    r.status_code,
+                    r.json(),
+                    "Idempotent-Replayed" in r.headers,
                     r.extensions["idempotency"],
                 )
 
@@ -136,7 +139,7 @@ def test_lost_responses_async_many_at_once(server):
 
 
 @pytest.mark.parametrize("kind", ["httpx", "requests"])
-def test_a_response_held_past_the_read_timeout_is_replayed(server, kind):
+def test_a_response_held_past_the_read_timeout_is_replayed(server: Server, kind: str) -> None:
     client = Sync(kind, read_timeout=0.5)
     try:
         # Operations one after the other: each one's first answer is held back.
@@ -153,7 +156,7 @@ def test_a_response_held_past_the_read_timeout_is_replayed(server, kind):
 
 
 @pytest.mark.parametrize("kind", ["httpx", "requests"])
-def test_in_progress_is_waited_out(server, kind):
+def test_in_progress_is_waited_out(server: Server, kind: str) -> None:
     # The first attempt times out while the view still runs; the retries are
     # answered 409 until it has finished, then get its response.
     client = Sync(kind, read_timeout=0.5)
@@ -172,7 +175,7 @@ def test_in_progress_is_waited_out(server, kind):
     assert Payment.objects.get(reference=report.key).pk == body["id"]
 
 
-def test_a_reused_key_is_not_retried(server, sync_client):
+def test_a_reused_key_is_not_retried(server: Server, sync_client: Any) -> None:
     key = f"reused-{sync_client.kind}"
     sync_client.post(server.url + "plain/", json={"amount": 1}, headers={"Idempotency-Key": key})
 

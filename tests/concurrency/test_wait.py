@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ from tests.factories import CLIENT_API_KEY
 from tests.helpers import needs_redis
 from tests.testapp.models import Payment
 
+from .conftest import Server, ServerFactory
 from .helpers import Background, wait_for_claim, wait_until
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -41,14 +43,14 @@ MODES = [
 ]
 
 
-def _server(server_factory, env):  # type: ignore[no-untyped-def]
+def _server(server_factory: ServerFactory, env: dict[str, str]) -> Server:
     # A sync worker serves one request at a time: one each, so that every
     # duplicate waits in the app and none in the listen queue.
     workers = 2 if env.get("SERVER_ASGI") else CONCURRENT + 1
     return server_factory(workers=workers, **env)
 
 
-def _fire_timed(server, path: str, key: str, n: int, **headers: str):  # type: ignore[no-untyped-def]
+def _fire_timed(server: Server, path: str, key: str, n: int, **headers: str) -> Any:
     """n identical requests at the same moment: [(response, when it was answered)]."""
     barrier = threading.Barrier(n)
     results: list[tuple[requests.Response, float] | BaseException | None] = [None] * n
@@ -80,7 +82,9 @@ def _listening_backends() -> int:
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_duplicates_wait_for_the_first_request_and_get_its_answer(server_factory, path, env):
+def test_duplicates_wait_for_the_first_request_and_get_its_answer(
+    server_factory: ServerFactory, path: str, env: dict[str, str]
+) -> None:
     server = _server(server_factory, env)
     key = f"wait-{path.strip('/')}-{len(env)}"
     # A first round, so that every worker has imported the views and connected
@@ -111,7 +115,9 @@ def test_duplicates_wait_for_the_first_request_and_get_its_answer(server_factory
 
 
 @pytest.mark.parametrize(("path", "env"), MODES)
-def test_when_the_first_request_fails_one_waiting_duplicate_runs_it(server_factory, path, env):
+def test_when_the_first_request_fails_one_waiting_duplicate_runs_it(
+    server_factory: ServerFactory, path: str, env: dict[str, str]
+) -> None:
     server = _server(server_factory, env)
     key = f"wait-fails-{path.strip('/')}-{len(env)}"
     first = Background(lambda: server.post(path, key, headers={"X-Sleep": "2", "X-Fail": "1"}))
@@ -126,7 +132,9 @@ def test_when_the_first_request_fails_one_waiting_duplicate_runs_it(server_facto
     assert Payment.objects.filter(reference=key).count() == 1
 
 
-def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(server_factory):
+def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(
+    server_factory: ServerFactory,
+) -> None:
     server = _server(server_factory, {})
     key = "wait-short"
     first = Background(lambda: server.post("wait-short/", key, headers={"X-Sleep": "4"}))
@@ -153,7 +161,9 @@ def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(server_factory):
                      marks=needs_redis),
     ],
 )
-def test_a_waiting_duplicate_whose_client_goes_away_leaves_nothing_behind(server_factory, env):
+def test_a_waiting_duplicate_whose_client_goes_away_leaves_nothing_behind(
+    server_factory: ServerFactory, env: dict[str, str]
+) -> None:
     server = server_factory(workers=1, **env)  # one process: its waiters are counted
     key = f"wait-gone-{len(env)}"
     first = Background(lambda: server.post("async-wait/", key, headers={"X-Sleep": "3"}))

@@ -71,7 +71,7 @@ async def async_atomic(request: Request) -> Response:
     return await _work_async(request)
 
 
-def _fail_after_sleep(request):
+def _fail_after_sleep(request: Request) -> Response:
     if request.headers.get("X-Fail"):
         time.sleep(float(request.headers.get("X-Sleep", "0")))
         raise RuntimeError("the first attempt fails")
@@ -80,19 +80,19 @@ def _fail_after_sleep(request):
 
 @api_view(["POST"])
 @idempotent(lock_timeout=60, wait=5)
-def wait(request):
+def wait(request: Request) -> Response:
     return _fail_after_sleep(request)
 
 
 @api_view(["POST"])
 @idempotent(lock_timeout=60, wait=1)
-def wait_short(request):
+def wait_short(request: Request) -> Response:
     return _work(request)
 
 
-@async_api_view(["POST"])
+@async_api_view(["POST"])  # type: ignore[untyped-decorator]  # adrf has no type hints
 @idempotent(lock_timeout=60, wait=5)
-async def async_wait(request):
+async def async_wait(request: Request) -> Response:
     if request.headers.get("X-Fail"):
         await asyncio.sleep(float(request.headers.get("X-Sleep", "0")))
         raise RuntimeError("the first attempt fails")
@@ -100,6 +100,6 @@ async def async_wait(request):
 
 
 @api_view(["GET"])
-def waiters(request):
+def waiters(request: Request) -> Response:
     """How many duplicates this worker process has waiting."""
     return Response({"pending": waiting.pending(), "pid": os.getpid()})
