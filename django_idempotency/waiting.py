@@ -127,9 +127,9 @@ def _postgresql_notifications(alias: str, channel: Channel) -> Iterator[str]:
         raw = wrapper.connection
         raw.execute(f"LISTEN {CHANNEL}")
         channel.listening()
-        while True:
-            # The timeout only bounds each call; the loop listens forever.
-            for notify in raw.notifies(timeout=30):
+        while not _stop.is_set():
+            # The timeout bounds each call, so that stop_listening() is heard.
+            for notify in raw.notifies(timeout=1):
                 yield notify.payload
     finally:
         wrapper.close()
@@ -146,7 +146,7 @@ def _redis_notifications(cache_alias: str, channel: Channel) -> Iterator[str]:
     pubsub = get_redis_connection(cache_alias).pubsub(ignore_subscribe_messages=False)
     try:
         pubsub.subscribe(redis_channel(cache_alias))
-        while True:
+        while not _stop.is_set():
             # Short reads: the cache's socket timeout applies to them too.
             message = pubsub.get_message(timeout=0.5)
             if message is None:
@@ -161,8 +161,8 @@ def _redis_notifications(cache_alias: str, channel: Channel) -> Iterator[str]:
 
 
 def _listen(channel: Channel, notifications: Callable[[Channel], Iterator[str]]) -> None:
-    """The listener thread: forever, reconnecting after a failure."""
-    while True:
+    """The listener thread: until stop_listening(), reconnecting after a failure."""
+    while not _stop.is_set():
         try:
             for lookup_hash in notifications(channel):
                 channel.heard(lookup_hash)
@@ -173,11 +173,35 @@ def _listen(channel: Channel, notifications: Callable[[Channel], Iterator[str]])
                 exc_info=True,
             )
         channel.deaf()
-        time.sleep(_RECONNECT_DELAY)
+        _stop.wait(_RECONNECT_DELAY)
 
 
 _channels: dict[tuple[int, str, str], Channel] = {}
 _channels_lock = threading.Lock()
+_threads: list[threading.Thread] = []
+_stop = threading.Event()
+
+
+def stop_listening(timeout: float = 5.0) -> None:
+    """Close this process's listener connections; the next wait opens them again.
+
+    A test database cannot be dropped while a LISTEN connection is open on it:
+    the pytest fixtures (``django_idempotency.fixtures``) call this after each
+    test that waited. Waiters still waiting back off instead.
+    """
+    with _channels_lock:
+        channels = list(_channels.values())
+        threads = list(_threads)
+        _channels.clear()
+        _threads.clear()
+    if not threads:
+        return
+    _stop.set()
+    for channel in channels:
+        channel.deaf()
+    for thread in threads:
+        thread.join(timeout)
+    _stop.clear()
 
 
 def _channel(kind: str, alias: str) -> Channel:
@@ -192,12 +216,14 @@ def _channel(kind: str, alias: str) -> Channel:
                 source = lambda c: _redis_notifications(alias, c)  # noqa: E731
             else:
                 source = lambda c: _postgresql_notifications(alias, c)  # noqa: E731
-            threading.Thread(
+            thread = threading.Thread(
                 target=_listen,
                 args=(channel, source),
                 name=f"idempotency-{kind}-listener",
                 daemon=True,
-            ).start()
+            )
+            _threads.append(thread)
+            thread.start()
     return channel
 
 
