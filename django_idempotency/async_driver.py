@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
@@ -36,11 +36,11 @@ from .engine import (
     _start,
     _store_after_view,
     _store_or_release,
+    first_answer_headers,
     still_running,
     waiting_pays,
 )
 from .options import Options
-from .responses import advertise_first_expiry
 
 AsyncHandler = Callable[..., Awaitable[HttpResponseBase]]
 
@@ -125,25 +125,41 @@ async def _serve(
             await sync_to_async(front.forget)()
 
 
+T = TypeVar("T")
+
+
+async def _despite_cancellation(
+    work: Awaitable[T], undo: Callable[[T], Awaitable[None]] | None = None
+) -> T:
+    """Await ``work``; if the request is cancelled meanwhile (Django cancels it
+    when the client goes away), let ``work`` finish all the same, ``undo``
+    what it did if asked, and then let the cancellation go on.
+
+    Work in the executor finishes anyway (a thread cannot be cancelled): a
+    claim or a Redis lock it took would be left behind for a request that
+    never runs, and every retry would get 409 until lock_timeout.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # A failure of the work itself was handled where it happened.
+        with contextlib.suppress(Exception):
+            result = await task
+            if undo is not None:
+                await undo(result)
+        raise
+
+
 async def _claim_even_if_cancelled(
     attempt: Attempt,
 ) -> store.Claim | store.Existing | HttpResponseBase:
-    """The claim, awaited so that a cancellation (the client went away:
-    Django cancels the request) cannot leave it behind.
-
-    The claim runs in a thread, which a cancellation does not stop: without
-    this the claim would be committed for a request that never runs, and
-    every retry would get 409 until lock_timeout.
-    """
-    claiming = asyncio.ensure_future(sync_to_async(_claim_or_problem)(attempt))
-    try:
-        return await asyncio.shield(claiming)
-    except asyncio.CancelledError:
-        outcome = await claiming
+    async def release(outcome: store.Claim | store.Existing | HttpResponseBase) -> None:
         if isinstance(outcome, store.Claim):
             notify = _notifies(attempt.options, attempt.alias)
             await sync_to_async(_release_quietly)(attempt.alias, outcome, notify=notify)
-        raise
+
+    return await _despite_cancellation(sync_to_async(_claim_or_problem)(attempt), release)
 
 
 async def _to_the_end(run: Awaitable[HttpResponseBase]) -> HttpResponseBase:
@@ -153,30 +169,18 @@ async def _to_the_end(run: Awaitable[HttpResponseBase]) -> HttpResponseBase:
     when that client retries. A sync view runs to the end regardless and its
     answer is stored, so the retry gets the replay; cancelling the view
     halfway instead would leave some of its effects done and the key free,
-    and the retry would run it a second time. So the view runs on, shielded,
-    and the cancellation goes on once its answer is stored.
+    and the retry would run it a second time.
     """
-    running = asyncio.ensure_future(run)
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        # The view's own failure was handled (the key released) by _run, as ever.
-        with contextlib.suppress(Exception):
-            await running
-        raise
+    return await _despite_cancellation(run)
 
 
 async def _check_even_if_cancelled(
     front: cache_lock.RedisFront,
 ) -> cache_lock.Held | cache_lock.Cached | None:
-    """The Redis check, whose lock a cancellation must not leave behind either."""
-    checking = asyncio.ensure_future(sync_to_async(front.check)(store.new_token()))
-    try:
-        return await asyncio.shield(checking)
-    except asyncio.CancelledError:
-        await checking
+    async def forget(_: object) -> None:
         await sync_to_async(front.forget)()
-        raise
+
+    return await _despite_cancellation(sync_to_async(front.check)(store.new_token()), forget)
 
 
 async def _run(
@@ -219,7 +223,7 @@ def _complete(
         transaction.on_commit(lambda: after_commit(claim, stored), using=alias)
     else:
         after_commit(claim, stored)
-    return _with_request_id(attempt, claim, response)
+    return first_answer_headers(attempt, claim, response)
 
 
 async def _run_atomic(
@@ -278,7 +282,7 @@ async def _run_atomic(
             attempt, claim, exc, view_returned=True, in_caller=False, after_commit=after_commit
         )
     await sync_to_async(after_commit)(claim, stored)
-    return _with_request_id(attempt, claim, response)
+    return first_answer_headers(attempt, claim, response)
 
 
 def _transaction_state(alias: str) -> str | None:
@@ -289,14 +293,3 @@ def _transaction_state(alias: str) -> str | None:
             "driver only opens its own"
         )
     return None
-
-
-def _with_request_id(
-    attempt: Attempt, claim: store.Claim, response: HttpResponseBase
-) -> HttpResponseBase:
-    """The headers the sync driver adds to a first answer, added the same way."""
-    header = attempt.options.request_id_header
-    if header:
-        response[header] = attempt.request_id
-    advertise_first_expiry(response, attempt.options, claim.expires_at)
-    return response

@@ -435,9 +435,16 @@ def _run(
         else:
             done(_store_after_view(alias, claim, response, request_id, options, in_caller))
 
-    if options.request_id_header:
-        response[options.request_id_header] = request_id
-    advertise_first_expiry(response, options, claim.expires_at)
+    return first_answer_headers(attempt, claim, response)
+
+
+def first_answer_headers(
+    attempt: Attempt, claim: store.Claim, response: HttpResponseBase
+) -> HttpResponseBase:
+    """The headers every driver adds to the answer of the request that ran the view."""
+    if attempt.options.request_id_header:
+        response[attempt.options.request_id_header] = attempt.request_id
+    advertise_first_expiry(response, attempt.options, claim.expires_at)
     return response
 
 
