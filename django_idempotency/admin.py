@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, reverse
 from django.utils import dateformat, timezone
@@ -56,6 +56,8 @@ _TEXT_TYPES = ("text/", "application/xml", "application/javascript", "applicatio
 
 
 if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices
+
     _Paginator = Paginator[IdempotencyRecord]
     _ModelAdmin = admin.ModelAdmin[IdempotencyRecord]
 else:  # generic for type checkers only (no django-stubs-ext at run time)
@@ -85,6 +87,51 @@ class RecordChangeList(ChangeList):
             # on InnoDB (no filesort), and an ascending list reads oldest first.
             return [first, "pk"]
         return ordering
+
+
+#: The query parameter of the shard selector (DATABASE lists several aliases).
+DATABASE_PARAMETER = "database"
+
+
+def selected_database(request: HttpRequest) -> str:
+    """The records alias this admin page shows: the shard selector's choice,
+    on the list or carried to a record's page in ``_changelist_filters``;
+    the first alias of ``IDEMPOTENCY["DATABASE"]`` otherwise.
+
+    Primary keys are per database, so a record's page must look on the same
+    alias as the list that linked to it.
+    """
+    aliases = conf.get_settings().databases
+    chosen = request.GET.get(DATABASE_PARAMETER)
+    if chosen is None:
+        carried = QueryDict(request.GET.get("_changelist_filters", ""))
+        chosen = carried.get(DATABASE_PARAMETER)
+    return chosen if chosen in aliases else aliases[0]
+
+
+class DatabaseFilter(admin.SimpleListFilter):
+    """The shard selector: one database at a time (a page cannot be merged
+    from several without sorting all of them). Hidden with one database."""
+
+    title = _("database")
+    parameter_name = DATABASE_PARAMETER
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        aliases = conf.get_settings().databases
+        return [(alias, alias) for alias in aliases] if len(aliases) > 1 else []
+
+    def choices(self, changelist: Any) -> Iterator[_ListFilterChoices]:
+        # No "All": the list shows one database, the first one by default.
+        current = self.value() or self.lookup_choices[0][0]
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": value == current,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset  # get_queryset already reads the alias from the request
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -319,7 +366,7 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     # Only what an index can serve (migrations 0001 and 0002): sorting on key,
     # scope, path or status would sort the whole table for every page.
     sortable_by = ("created", "expires")
-    list_filter = (StateFilter, MethodFilter, StatusFilter)
+    list_filter = (DatabaseFilter, StateFilter, MethodFilter, StatusFilter)
     search_fields = ("key", "scope", "path")
     search_help_text = _("Part of a key, a scope (e.g. user:42) or a path.")
     # The primary key follows insertion: newest first without a sort.
@@ -376,8 +423,9 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IdempotencyRecord]:
-        # The records' alias from the setting, as the engine and the purge use.
-        queryset = super().get_queryset(request).using(conf.get_settings().database)
+        # The records' alias from the setting (the selected one when sharded),
+        # as the engine and the purge use.
+        queryset = super().get_queryset(request).using(selected_database(request))
         match = request.resolver_match
         if match is not None and match.url_name and match.url_name.endswith("_changelist"):
             # The list never shows stored responses: don't fetch them.

@@ -52,33 +52,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
     messages: list[CheckMessage] = []
     databases = getattr(settings, "DATABASES", {})
-    if parsed.database not in databases:
-        messages.append(
-            Error(
-                f"IDEMPOTENCY['DATABASE'] is {parsed.database!r}, which is not in DATABASES.",
-                hint=f"Use one of {sorted(databases)}.",
-                id="django_idempotency.E002",
+    for alias in parsed.databases:
+        if alias not in databases:
+            messages.append(
+                Error(
+                    f"IDEMPOTENCY['DATABASE'] {'names' if parsed.sharded else 'is'} "
+                    f"{alias!r}, which is not in DATABASES.",
+                    hint=f"Use one of {sorted(databases)}.",
+                    id="django_idempotency.E002",
+                )
             )
-        )
-    else:
-        engine = databases[parsed.database].get("ENGINE", "")
+            continue
+        engine = databases[alias].get("ENGINE", "")
         if _vendor(engine) not in SUPPORTED_VENDORS:
             messages.append(
                 Error(
-                    f"The idempotency records database {parsed.database!r} uses {engine!r}.",
+                    f"The idempotency records database {alias!r} uses {engine!r}.",
                     hint="Supported: PostgreSQL, MySQL/MariaDB and SQLite.",
                     id="django_idempotency.E003",
                 )
             )
-    listen = parsed.listen_database
-    if listen is not None and listen != parsed.database and listen not in databases:
-        messages.append(
-            Error(
-                f"IDEMPOTENCY['LISTEN_DATABASE'] is {listen!r}, which is not in DATABASES.",
-                hint=f"Use one of {sorted(databases)}, None (DATABASE) or False (no LISTEN).",
-                id="django_idempotency.E002",
+    for listen in sorted(set((parsed.listen_databases or {}).values())):
+        if listen not in databases and listen not in parsed.databases:
+            messages.append(
+                Error(
+                    f"IDEMPOTENCY['LISTEN_DATABASE'] is {listen!r}, which is not in DATABASES.",
+                    hint=f"Use one of {sorted(databases)}, None (DATABASE) or False (no LISTEN).",
+                    id="django_idempotency.E002",
+                )
             )
-        )
     if parsed.lock == "cache":
         caches = getattr(settings, "CACHES", {})
         backend = caches.get(parsed.cache_alias, {}).get("BACKEND", "")
@@ -159,10 +161,16 @@ def check_prepared_statements(app_configs: Any = None, **kwargs: Any) -> list[Ch
     connection tells PgBouncer from PostgreSQL, nor its pooling mode or version.
     """
     try:
-        alias = parse_setting(getattr(settings, "IDEMPOTENCY", None)).database
+        aliases = parse_setting(getattr(settings, "IDEMPOTENCY", None)).databases
     except OptionError:
         return []  # E001 says what is wrong
-    database = getattr(settings, "DATABASES", {}).get(alias)
+    messages: list[CheckMessage] = []
+    for alias in aliases:
+        messages += _prepared_statements(alias, getattr(settings, "DATABASES", {}).get(alias))
+    return messages
+
+
+def _prepared_statements(alias: str, database: Any) -> list[CheckMessage]:
     if not isinstance(database, dict) or _vendor(database.get("ENGINE", "")) != "postgresql":
         return []
     options = database.get("OPTIONS") or {}
@@ -207,11 +215,17 @@ def check_table(
     must not be stopped from creating the table it reports.
     """
     try:
-        alias = parse_setting(getattr(settings, "IDEMPOTENCY", None)).database
+        aliases = parse_setting(getattr(settings, "IDEMPOTENCY", None)).databases
     except OptionError:
         return []  # E001 says what is wrong
-    if not databases or alias not in databases or alias not in connections:
-        return []
+    messages: list[CheckMessage] = []
+    for alias in aliases:
+        if databases and alias in databases and alias in connections:
+            messages += _table(alias)
+    return messages
+
+
+def _table(alias: str) -> list[CheckMessage]:
     try:
         present = table_exists(connections[alias])
     except DatabaseError as exc:

@@ -213,7 +213,7 @@ def _start(view: APIView, request: Request, options: Options) -> Attempt | HttpR
         # would let any caller fake a database alarm and retry forever.
         logger.info("Idempotency record not storable for %s; answering 400", endpoint)
         return _problem(RequestUnrecordable(), request_id, options)
-    alias = conf.get_settings().database
+    alias = conf.get_settings().database_for(scope)
     return Attempt(view, request, options, key, request_id, new, alias)
 
 

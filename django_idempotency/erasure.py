@@ -76,7 +76,8 @@ def erase(
     returned) or ``user`` (a user or its primary key, for the default scope).
     Expired and completed records go, and in-progress records whose lock ran
     out; in-progress records whose request may still run are kept (and
-    counted) unless ``include_in_progress``. Call it outside a transaction so
+    counted) unless ``include_in_progress``. ``database`` defaults to every
+    alias ``IDEMPOTENCY["DATABASE"]`` names. Call it outside a transaction so
     each batch commits on its own. Raises :class:`ErasureIncomplete` when the
     Redis front is configured and Redis cannot be reached; run it again then.
     """
@@ -88,6 +89,27 @@ def erase(
         raise ValueError("scope must be a non-empty string")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if database is None and conf.get_settings().sharded:
+        # Every shard, not only the scope's: records written before an alias
+        # was added to DATABASE may still sit where the scope used to live.
+        results = [
+            erase(
+                scope=scope,
+                include_in_progress=include_in_progress,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                database=alias,
+            )
+            for alias in conf.get_settings().databases
+        ]
+        return ErasureResult(
+            scope=scope,
+            deleted=sum(r.deleted for r in results),
+            kept_in_progress=sum(r.kept_in_progress for r in results),
+            batches=sum(r.batches for r in results),
+            dry_run=dry_run,
+            seconds=sum(r.seconds for r in results),
+        )
     alias = database or conf.get_settings().database
     started = time.monotonic()
     # The engine cuts scopes to the column's length before storing them.

@@ -106,7 +106,7 @@ def find_record(
     if with_body:
         fields += ["response_headers", "response_body"]
     records = (
-        IdempotencyRecord.objects.using(conf.get_settings().database)
+        IdempotencyRecord.objects.using(conf.get_settings().database_for(scope))
         .filter(lookup_hash__in=hashes)
         .with_expired()
         .only(*fields)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,6 +50,18 @@ class PurgeResult:
     @property
     def total(self) -> int:
         return self.expired + self.abandoned
+
+
+def combined(results: Iterable[PurgeResult]) -> PurgeResult:
+    """One result for the purges of several databases."""
+    results = list(results)
+    return PurgeResult(
+        expired=sum(r.expired for r in results),
+        abandoned=sum(r.abandoned for r in results),
+        batches=sum(r.batches for r in results),
+        dry_run=all(r.dry_run for r in results),
+        seconds=sum(r.seconds for r in results),
+    )
 
 
 #: Far longer than any retention, far inside every database's date range.
@@ -144,14 +156,26 @@ def purge(
     - abandoned: still in progress with ``locked_until`` earlier than now
       minus ``max(ABANDONED_MARGIN, older_than)``.
 
-    ``database`` defaults to the ``IDEMPOTENCY["DATABASE"]`` alias. Call it
-    outside any transaction, so each batch commits on its own. ``on_batch`` is
-    called with the rows each batch deleted.
+    ``database`` defaults to every alias ``IDEMPOTENCY["DATABASE"]`` names,
+    one after the other (the first failing one raises). Call it outside any
+    transaction, so each batch commits on its own. ``on_batch`` is called with
+    the rows each batch deleted.
     """
     if older_than < timedelta():
         raise ValueError("older_than must not be negative")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if database is None and conf.get_settings().sharded:
+        return combined(
+            purge(
+                older_than=older_than,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                database=alias,
+                on_batch=on_batch,
+            )
+            for alias in conf.get_settings().databases
+        )
     alias = database or conf.get_settings().database
     started = time.monotonic()
     records = IdempotencyRecord.objects.using(alias)

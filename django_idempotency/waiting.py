@@ -232,7 +232,7 @@ def _route(records_alias: str) -> tuple[str, str] | None:
     app_settings = conf.get_settings()
     if app_settings.lock == "cache":
         return ("redis", app_settings.cache_alias)
-    listen = app_settings.listen_database
+    listen = app_settings.listen_database(records_alias)
     if listen is not None and connections[records_alias].vendor == "postgresql":
         return ("postgresql", listen)
     return None

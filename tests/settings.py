@@ -74,6 +74,20 @@ DATABASES["records"] = {
 }
 if BACKEND == "sqlite":
     DATABASES["records"]["NAME"] = str(_sqlite_dir / f"idempotency-records-{_RUN_ID}.sqlite3")
+# A third, for records sharded across "records" and "records_2".
+DATABASES["records_2"] = {
+    **DATABASES["default"],
+    "TEST": {
+        **DATABASES["default"].get("TEST", {}),
+        "NAME": (
+            str(_sqlite_dir / f"idempotency-records-2-test-{_RUN_ID}.sqlite3")
+            if BACKEND == "sqlite"
+            else f"test_idempotency_records_2_{_RUN_ID}"
+        ),
+    },
+}
+if BACKEND == "sqlite":
+    DATABASES["records_2"]["NAME"] = str(_sqlite_dir / f"idempotency-records-2-{_RUN_ID}.sqlite3")
 
 REDIS_URL = os.environ.get("IDEMPOTENCY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 

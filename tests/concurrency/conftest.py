@@ -4,6 +4,7 @@ database with the test process. Tests that use them need
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ from tests.factories import CLIENT_API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
+#: The aliases records are sharded across with SERVER_SHARDED=1.
+SHARDS = ("records", "records_2")
 
 
 @dataclass
@@ -72,13 +75,17 @@ def _free_port() -> int:
         return port
 
 
-def _start(db_name: str, tmp: Path, env_extra: dict[str, str], workers: int) -> Server:
+def _start(
+    db_name: str, shard_names: str, tmp: Path, env_extra: dict[str, str], workers: int
+) -> Server:
     port = _free_port()
     log = tmp / f"gunicorn-{port}.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.concurrency.settings",
         "IDEMPOTENCY_SERVER_DB_NAME": db_name,
+        # The test databases of the "records" aliases, for SERVER_SHARDED=1.
+        "IDEMPOTENCY_SERVER_SHARD_NAMES": shard_names,
         "PYTHONPATH": str(ROOT),
         # Redis outlives test databases: keys of earlier runs must not be seen.
         "SERVER_REDIS_PREFIX": f"run-{os.getpid()}-{port}",
@@ -132,17 +139,20 @@ def server_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerFactory]:
     """``server_factory(**env)``: one gunicorn per distinct environment, reused."""
-    from django.db import connection
+    from django.db import connection, connections
 
     with django_db_blocker.unblock():
         db_name = connection.settings_dict["NAME"]
+        shard_names = json.dumps(
+            {alias: connections[alias].settings_dict["NAME"] for alias in SHARDS}
+        )
     tmp = tmp_path_factory.mktemp("servers")
     servers: dict[tuple[tuple[str, str], ...], Server] = {}
 
     def get(workers: int = WORKERS, **env: str) -> Server:
         key = (("workers", str(workers)), *sorted(env.items()))
         if key not in servers:
-            servers[key] = _start(db_name, tmp, env, workers)
+            servers[key] = _start(db_name, shard_names, tmp, env, workers)
         return servers[key]
 
     yield get

@@ -33,3 +33,9 @@ CACHES = {
     },
 }
 IDEMPOTENCY = {"LOCK": os.environ.get("SERVER_LOCK", "database"), "CACHE_ALIAS": "redis"}
+
+# Records sharded across two databases (tests/test_sharding.py's aliases).
+if os.environ.get("SERVER_SHARDED") == "1":
+    for _alias, _name in json.loads(os.environ["IDEMPOTENCY_SERVER_SHARD_NAMES"]).items():
+        DATABASES[_alias]["NAME"] = _name
+    IDEMPOTENCY["DATABASE"] = list(json.loads(os.environ["IDEMPOTENCY_SERVER_SHARD_NAMES"]))

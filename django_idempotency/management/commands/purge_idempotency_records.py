@@ -16,8 +16,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils.connection import ConnectionDoesNotExist
 
+from django_idempotency import conf
 from django_idempotency.erasure import ErasureIncomplete, ErasureResult, erase, scope_for_user
-from django_idempotency.purge import DEFAULT_BATCH_SIZE, batches_text, parse_age, purge
+from django_idempotency.purge import (
+    DEFAULT_BATCH_SIZE,
+    PurgeResult,
+    batches_text,
+    combined,
+    parse_age,
+    purge,
+)
 
 
 class Command(BaseCommand):
@@ -53,7 +61,8 @@ class Command(BaseCommand):
             "--database",
             default=None,
             metavar="ALIAS",
-            help='Database alias holding the records (default: IDEMPOTENCY["DATABASE"]).',
+            help="Database alias holding the records (default: every alias of "
+            'IDEMPOTENCY["DATABASE"]).',
         )
         parser.add_argument(
             "--scope",
@@ -108,34 +117,51 @@ class Command(BaseCommand):
         def report_batch(count: int) -> None:
             self.stdout.write(f"  batch: deleted {count}")
 
-        try:
-            result = purge(
-                older_than=older_than,
-                batch_size=batch_size,
-                dry_run=dry_run,
-                database=database,
-                on_batch=report_batch if verbosity >= 2 else None,
+        app_settings = conf.get_settings()
+        aliases = [database] if database is not None else list(app_settings.databases)
+        results: list[PurgeResult] = []
+        failures: list[str] = []
+        for alias in aliases:
+            try:
+                result = purge(
+                    older_than=older_than,
+                    batch_size=batch_size,
+                    dry_run=dry_run,
+                    database=alias,
+                    on_batch=report_batch if verbosity >= 2 else None,
+                )
+            except ConnectionDoesNotExist as exc:
+                raise CommandError(f"Unknown database alias: {exc}") from None
+            except DatabaseError as exc:
+                if len(aliases) == 1:
+                    raise CommandError(f"Purge failed: {exc}") from None
+                # One shard down must not keep the others from being purged.
+                failures.append(f"{alias}: {exc}")
+                continue
+            results.append(result)
+            if len(aliases) > 1 and verbosity >= 1:
+                self.stdout.write(f"  {alias}: {self._summary(result)}")
+        if results and verbosity >= 1:
+            total = combined(results)
+            self.stdout.write(
+                self.style.SUCCESS(self._summary(total))
+                if not total.dry_run
+                else self._summary(total)
             )
-        except ConnectionDoesNotExist as exc:
-            raise CommandError(f"Unknown database alias: {exc}") from None
-        except DatabaseError as exc:
-            raise CommandError(f"Purge failed: {exc}") from None
+        if failures:
+            raise CommandError("Purge failed on " + "; ".join(failures))
 
-        if verbosity == 0:
-            return
+    def _summary(self, result: PurgeResult) -> str:
         details = f"{result.expired} expired, {result.abandoned} abandoned in progress"
         if result.dry_run:
-            self.stdout.write(
+            return (
                 f"Would delete {result.total} idempotency records ({details}); "
                 f"counted in {result.seconds:.2f}s."
             )
-        else:
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"Deleted {result.total} idempotency records ({details}) "
-                    f"in {result.seconds:.2f}s, {batches_text(result.batches)}."
-                )
-            )
+        return (
+            f"Deleted {result.total} idempotency records ({details}) "
+            f"in {result.seconds:.2f}s, {batches_text(result.batches)}."
+        )
 
     def _erase(
         self,

@@ -1,0 +1,332 @@
+"""Records sharded by scope: ``IDEMPOTENCY["DATABASE"]`` lists several aliases
+(here "records" and "records_2", two databases on the test server standing in
+for two primaries)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.checks import Error
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
+from django.db import connections
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import include, path, reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from django_idempotency import conf, idempotent
+from django_idempotency.checks import check_settings
+from django_idempotency.erasure import erase
+from django_idempotency.models import IdempotencyRecord
+from django_idempotency.purge import purge
+from django_idempotency.shards import rendezvous
+from tests.factories import RecordFactory, api_client
+from tests.testapp.models import Payment
+from tests.urls import urlpatterns as test_urlpatterns
+
+urlpatterns = [*test_urlpatterns, path("idempotency/", include("django_idempotency.urls"))]
+
+SHARDS = ["records", "records_2"]
+SHARDED = {"DATABASE": SHARDS}
+ALL = ["default", *SHARDS]
+
+pytestmark = [pytest.mark.django_db(databases=ALL), pytest.mark.urls(__name__)]
+
+CHANGELIST = "admin:django_idempotency_idempotencyrecord_changelist"
+
+
+def post(client: APIClient, key: str, amount: int = 1) -> Any:
+    return client.post("/function/", {"amount": amount}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def where(key: str) -> list[str]:
+    """The aliases that hold a record of ``key``."""
+    return [a for a in ALL if IdempotencyRecord.objects.using(a).filter(key=key).exists()]
+
+
+def clients_on_each_shard() -> dict[str, tuple[str, APIClient]]:
+    """One API client (its key, and the client) whose scope lives on each shard,
+    found by sending requests: which alias a scope gets is the app's to choose."""
+    found: dict[str, tuple[str, APIClient]] = {}
+    for n in range(64):
+        client = api_client(f"tenant-{n}")
+        key = f"probe-{n}"
+        assert post(client, key).status_code == 201
+        (alias,) = where(key)
+        found.setdefault(alias, (f"tenant-{n}", client))
+        if len(found) == len(SHARDS):
+            return found
+    raise AssertionError(f"64 scopes all landed on {list(found)}")
+
+
+def expired(alias: str, count: int, **kwargs: Any) -> None:
+    created = timezone.now() - dt.timedelta(days=2)
+    RecordFactory._meta.database = alias  # type: ignore[attr-defined]
+    try:
+        for _ in range(count):
+            RecordFactory(created_at=created, expires_at=created + dt.timedelta(days=1), **kwargs)
+    finally:
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+
+
+# --- where records go ---------------------------------------------------------------
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_each_scope_keeps_all_its_records_on_one_shard_and_replays_from_it() -> None:
+    homes: dict[str, set[str]] = {}
+    for n in range(16):
+        client = api_client(f"tenant-{n}")
+        for attempt in range(3):
+            key = f"t{n}-k{attempt}"
+            first = post(client, key, amount=n)
+            assert first.status_code == 201
+            replay = post(client, key, amount=n)
+            assert replay.headers["Idempotent-Replayed"] == "true"
+            assert replay.content == first.content
+            homes.setdefault(f"tenant-{n}", set()).update(where(key))
+    assert all(len(aliases) == 1 for aliases in homes.values()), homes
+    assert set().union(*homes.values()) == set(SHARDS)  # both shards serve someone
+    assert Payment.objects.count() == 16 * 3  # every operation ran once
+    assert not IdempotencyRecord.objects.using("default").exists()
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_a_request_sends_its_statements_to_its_scope_shard_only() -> None:
+    shards = clients_on_each_shard()
+    for alias, (_, client) in shards.items():
+        other = next(a for a in SHARDS if a != alias)
+        with (
+            CaptureQueriesContext(connections[alias]) as here,
+            CaptureQueriesContext(connections[other]) as there,
+        ):
+            assert post(client, str(uuid.uuid4())).status_code == 201
+        assert len(here.captured_queries) == 2  # claim and completion
+        assert there.captured_queries == []
+
+
+def test_the_shard_of_a_scope_never_changes_between_versions() -> None:
+    # Frozen values: a new hash would move scopes on upgrade, and a retry
+    # arriving after the upgrade would find no record and run again.
+    aliases = ["a", "b", "c"]
+    assert rendezvous("user:42", aliases) == "b"
+    assert rendezvous("user:43", aliases) == "c"
+    assert rendezvous("auth:" + "0" * 64, aliases) == "a"
+    assert rendezvous("session:é\udcff", aliases) in aliases  # any str, even unpaired surrogates
+
+
+def test_reordering_the_list_moves_no_scope_and_adding_an_alias_moves_only_to_it() -> None:
+    scopes = [f"user:{n}" for n in range(2000)]
+    before = {s: rendezvous(s, ["a", "b", "c"]) for s in scopes}
+    assert {s: rendezvous(s, ["c", "a", "b"]) for s in scopes} == before
+    after = {s: rendezvous(s, ["a", "b", "c", "d"]) for s in scopes}
+    moved = [s for s in scopes if after[s] != before[s]]
+    assert all(after[s] == "d" for s in moved)
+    assert 0.15 < len(moved) / len(scopes) < 0.35  # about a quarter, not most of them
+
+
+def test_a_route_callable_chooses_the_shard(settings: Any) -> None:
+    settings.IDEMPOTENCY = {**SHARDED, "DATABASE_ROUTE": "tests.test_sharding.route_by_tenant"}
+    client = api_client("tenant-even")
+    assert post(client, "routed-even").status_code == 201
+    assert where("routed-even") == ["records_2"]
+    assert post(api_client("tenant-odd"), "routed-odd").status_code == 201
+    assert where("routed-odd") == ["records"]
+
+
+def route_by_tenant(scope: str) -> str:
+    # The default scope of an API client is auth:<sha256 of its key>.
+    even = "auth:" + hashlib.sha256(b"tenant-even").hexdigest()
+    return "records_2" if scope == even else "records"
+
+
+def test_a_route_returning_an_unknown_alias_is_a_configuration_error(settings: Any) -> None:
+    settings.IDEMPOTENCY = {**SHARDED, "DATABASE_ROUTE": lambda scope: "default"}
+    with pytest.raises(ImproperlyConfigured, match=r"DATABASE_ROUTE.*'default'"):
+        post(api_client(), "misrouted")
+    assert Payment.objects.count() == 0
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        pytest.param({"DATABASE": []}, "non-empty list", id="empty list"),
+        pytest.param({"DATABASE": ["records", "records"]}, "twice", id="duplicate"),
+        pytest.param({"DATABASE": ["records", 2]}, "list of aliases", id="not a string"),
+        pytest.param({**SHARDED, "DATABASE_ROUTE": 3}, "DATABASE_ROUTE", id="route not callable"),
+        pytest.param(
+            {**SHARDED, "DATABASE_ROUTE": "tests.nowhere.route"}, "cannot be imported", id="route"
+        ),
+        pytest.param({**SHARDED, "LISTEN_DATABASE": "records"}, "LISTEN_DATABASE", id="listen"),
+        pytest.param(
+            {**SHARDED, "LISTEN_DATABASE": {"default": "records"}}, "does not list", id="listen map"
+        ),
+        pytest.param({**SHARDED, "ATOMIC": True}, "atomic=True needs", id="atomic"),
+    ],
+)
+def test_unusable_shard_settings_fail_the_system_check(
+    setting: dict[str, Any], message: str
+) -> None:
+    with override_settings(IDEMPOTENCY=setting):
+        errors = check_settings()
+        assert [e.id for e in errors] == ["django_idempotency.E001"]
+        assert message in errors[0].msg
+        with pytest.raises(ImproperlyConfigured, match=message):
+            conf.get_settings()
+
+
+def test_an_unknown_shard_alias_is_named_by_the_check() -> None:
+    with override_settings(IDEMPOTENCY={"DATABASE": ["records", "nowhere"]}):
+        errors = check_settings()
+    assert errors == [
+        Error(
+            "IDEMPOTENCY['DATABASE'] names 'nowhere', which is not in DATABASES.",
+            hint=errors[0].hint,
+            id="django_idempotency.E002",
+        )
+    ]
+
+
+def test_an_atomic_view_is_refused_where_it_is_defined_with_hashed_shards() -> None:
+    with (
+        override_settings(IDEMPOTENCY=SHARDED),
+        pytest.raises(ImproperlyConfigured, match="atomic=True needs"),
+    ):
+        idempotent(atomic=True)
+    with override_settings(
+        IDEMPOTENCY={**SHARDED, "DATABASE_ROUTE": "tests.test_sharding.route_by_tenant"}
+    ):
+        idempotent(atomic=True)  # the route is the project's promise to co-locate
+
+
+def test_an_atomic_view_defined_before_sharding_is_refused_on_its_first_request(
+    settings: Any,
+) -> None:
+    settings.IDEMPOTENCY = SHARDED
+    with pytest.raises(ImproperlyConfigured, match="atomic=True needs"):
+        api_client().post("/atomic/", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="a-1")
+    assert Payment.objects.count() == 0
+
+
+# --- purge, erasure, look-up, admin ----------------------------------------------------------
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_purge_deletes_expired_records_on_every_shard() -> None:
+    expired("records", 3)
+    expired("records_2", 2)
+    RecordFactory._meta.database = "records_2"  # type: ignore[attr-defined]
+    try:
+        RecordFactory(key="live")
+    finally:
+        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+
+    out = io.StringIO()
+    call_command("purge_idempotency_records", stdout=out)
+
+    assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [0, 1]
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("  records: Deleted 3 idempotency records")
+    assert lines[1].startswith("  records_2: Deleted 2 idempotency records")
+    assert lines[2].startswith("Deleted 5 idempotency records (5 expired")
+    assert purge().total == 0
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_purge_of_one_alias_leaves_the_other_shards_alone() -> None:
+    expired("records", 1)
+    expired("records_2", 1)
+    assert purge(database="records_2").expired == 1
+    assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [1, 0]
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_one_shard_failing_does_not_keep_the_others_from_being_purged() -> None:
+    expired("records", 1)
+    expired("records_2", 1)
+    table = IdempotencyRecord._meta.db_table
+    broken = connections["records"]
+    with broken.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        with pytest.raises(CommandError, match="Purge failed on records: "):
+            call_command("purge_idempotency_records", stdout=io.StringIO())
+    finally:
+        with broken.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+    assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [1, 0]
+
+
+def test_erasure_finds_a_users_records_on_every_shard(settings: Any) -> None:
+    user = get_user_model().objects.create(username="moving")
+    client = APIClient()
+    client.force_authenticate(user)
+    # Records written while there was one records database, then a second
+    # one was added: the user's scope may now live on the new one.
+    settings.IDEMPOTENCY = {"DATABASE": ["records"]}
+    assert post(client, "before-the-move").status_code == 201
+    settings.IDEMPOTENCY = {"DATABASE": ["records", "records_2"]}
+    assert post(client, "after-the-move").status_code == 201
+
+    result = erase(user=user)
+
+    assert result.deleted == 2
+    assert where("before-the-move") == where("after-the-move") == []
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_the_outcome_look_up_reads_the_callers_shard() -> None:
+    for alias, (_, client) in clients_on_each_shard().items():
+        key = f"looked-up-on-{alias}"
+        assert post(client, key).status_code == 201
+        with CaptureQueriesContext(connections[alias]) as here:
+            found = client.get(f"/idempotency/keys/{key}")
+        assert found.status_code == 200, found.content
+        assert json.loads(found.content)["response"] == {"status": 201}
+        assert len(here.captured_queries) == 1
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_admin_selects_one_shard_and_shows_its_records(admin_client: Client) -> None:
+    for alias in SHARDS:
+        RecordFactory._meta.database = alias  # type: ignore[attr-defined]
+        try:
+            RecordFactory(key=f"kept-on-{alias}")
+        finally:
+            RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+
+    first = admin_client.get(reverse(CHANGELIST))
+    assert b"kept-on-records<" in first.content
+    assert b"kept-on-records_2" not in first.content
+    assert b'?database=records_2"' in first.content  # the selector offers the other shard
+
+    second = admin_client.get(reverse(CHANGELIST), {"database": "records_2"})
+    assert b"kept-on-records_2" in second.content
+    assert b"kept-on-records<" not in second.content
+
+    # Primary keys repeat across shards: the record page must read the shard
+    # of the list that linked to it.
+    record = IdempotencyRecord.objects.using("records_2").get()
+    change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[record.pk])
+    page = admin_client.get(change, {"_changelist_filters": "database=records_2"})
+    assert page.status_code == 200
+    assert b"kept-on-records_2" in page.content
+
+
+def test_admin_shows_no_shard_selector_with_one_database(admin_client: Client) -> None:
+    listing = admin_client.get(reverse(CHANGELIST))
+    assert listing.status_code == 200
+    assert b"?database=" not in listing.content
