@@ -9,20 +9,22 @@ pub/sub with the Redis front, and backs off elsewhere (MySQL/MariaDB, SQLite).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from typing import Any
 
 import pytest
 import requests
-from django.db import connection
+from django.db import connection, connections
 
 from django_idempotency.models import IdempotencyRecord
+from django_idempotency.shards import rendezvous
 from tests.factories import CLIENT_API_KEY
 from tests.helpers import needs_redis
 from tests.testapp.models import Payment
 
-from .conftest import Server, ServerFactory
+from .conftest import SHARDS, Server, ServerFactory
 from .helpers import Background, wait_for_claim, wait_until
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -73,10 +75,12 @@ def _fire_timed(server: Server, path: str, key: str, n: int, **headers: str) -> 
     return results
 
 
-def _listening_backends() -> int:
+def _listening_backends(database: str | None = None) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN idempotency'"
+            " AND (%s::text IS NULL OR datname = %s)",
+            [database, database],
         )
         return int(cursor.fetchone()[0])
 
@@ -195,3 +199,33 @@ def test_a_waiting_duplicate_whose_client_goes_away_leaves_nothing_behind(
     assert retry.content == original.content
     assert Payment.objects.filter(reference=key).count() == 1
     assert IdempotencyRecord.objects.filter(key=key).count() == 1
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", *SHARDS])
+def test_duplicates_wait_on_the_shard_of_their_scope(server_factory: ServerFactory) -> None:
+    """Records sharded across two databases: each shard's waiters are woken
+    from that shard (PostgreSQL: a LISTEN on each)."""
+    server = _server(server_factory, {"SERVER_SHARDED": "1"})
+    tenants = {
+        rendezvous("auth:" + hashlib.sha256(f"tenant-{n}".encode()).hexdigest(), SHARDS): n
+        for n in range(32)
+    }
+    assert sorted(tenants) == sorted(SHARDS)
+    for alias, tenant in sorted(tenants.items()):
+        key = f"wait-sharded-{alias}"
+        api_key = {"X-Api-Key": f"tenant-{tenant}"}
+        _fire_timed(server, "wait/", f"{key}-warm-up", 10, **{"X-Sleep": "0.5", **api_key})
+
+        results = _fire_timed(server, "wait/", key, 10, **{"X-Sleep": "2", **api_key})
+
+        assert [r.status_code for r, _ in results] == [201] * 10
+        assert Payment.objects.filter(reference=key).count() == 1
+        assert IdempotencyRecord.objects.using(alias).filter(key=key).exists()
+        originals = [(r, t) for r, t in results if "Idempotent-Replayed" not in r.headers]
+        assert len(originals) == 1
+        latest = max(t for _, t in results) - originals[0][1]
+        bound = LATEST if connection.vendor != "sqlite" else 2.0
+        assert latest <= bound, f"a duplicate on {alias} was answered {latest:.2f} s late"
+    if connection.vendor == "postgresql":
+        for alias in SHARDS:
+            assert _listening_backends(connections[alias].settings_dict["NAME"]) >= 1, alias
