@@ -32,7 +32,10 @@ CACHES = {
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
     },
 }
-IDEMPOTENCY = {"LOCK": os.environ.get("SERVER_LOCK", "database"), "CACHE_ALIAS": "redis"}
+IDEMPOTENCY: dict[str, object] = {
+    "LOCK": os.environ.get("SERVER_LOCK", "database"),
+    "CACHE_ALIAS": "redis",
+}
 
 # Records sharded across two databases (tests/test_sharding.py's aliases).
 if os.environ.get("SERVER_SHARDED") == "1":
