@@ -147,6 +147,8 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 900, "height": 900})
     page = context.new_page()
     page.set_default_timeout(SETTLED)
+    # expect() has a timeout of its own (5 s): a loaded machine needs more.
+    sync_api.expect.set_options(timeout=SETTLED)
     yield page
     context.close()
 
