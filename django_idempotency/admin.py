@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, reverse
 from django.utils import dateformat, timezone
@@ -99,14 +99,22 @@ def selected_database(request: HttpRequest) -> str:
     the first alias of ``IDEMPOTENCY["DATABASE"]`` otherwise.
 
     Primary keys are per database, so a record's page must look on the same
-    alias as the list that linked to it.
+    alias as the list that linked to it, and so must its delete and history
+    pages, which carry only ``_changelist_filters``: a page naming two
+    different aliases, or one that is not a records database, is a 404
+    rather than a page about one record that acts on another.
     """
     aliases = conf.get_settings().databases
-    chosen = request.GET.get(DATABASE_PARAMETER)
+    given = request.GET.get(DATABASE_PARAMETER)
+    carried = QueryDict(request.GET.get("_changelist_filters", "")).get(DATABASE_PARAMETER)
+    if given is not None and carried is not None and given != carried:
+        raise Http404(_("This page names two records databases."))
+    chosen = given if given is not None else carried
     if chosen is None:
-        carried = QueryDict(request.GET.get("_changelist_filters", ""))
-        chosen = carried.get(DATABASE_PARAMETER)
-    return chosen if chosen in aliases else aliases[0]
+        return aliases[0]
+    if chosen not in aliases:
+        raise Http404(_("No records database is called “{alias}”.").format(alias=chosen))
+    return chosen
 
 
 class DatabaseFilter(admin.SimpleListFilter):

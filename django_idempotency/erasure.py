@@ -18,6 +18,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError
 from django.db.models import QuerySet
 
 from . import cache_lock, conf
@@ -31,7 +32,9 @@ _SCOPE_MAX = IdempotencyRecord._meta.get_field("scope").max_length or 255
 
 
 class ErasureIncomplete(Exception):
-    """Redis could not be told to forget the records: it may still replay them."""
+    """Some records may remain: Redis could not be told to forget them (it
+    may still replay them), or one of several records databases failed.
+    Running the erasure again finishes it."""
 
 
 @dataclass(frozen=True)
@@ -92,16 +95,30 @@ def erase(
     if database is None and conf.get_settings().sharded:
         # Every shard, not only the scope's: records written before an alias
         # was added to DATABASE may still sit where the scope used to live.
-        results = [
-            erase(
-                scope=scope,
-                include_in_progress=include_in_progress,
-                batch_size=batch_size,
-                dry_run=dry_run,
-                database=alias,
+        results: list[ErasureResult] = []
+        failed: list[str] = []
+        for alias in conf.get_settings().databases:
+            # Past a shard that fails: the others' records go now, and the
+            # error names what is left, so a second run finishes the job.
+            try:
+                results.append(
+                    erase(
+                        scope=scope,
+                        include_in_progress=include_in_progress,
+                        batch_size=batch_size,
+                        dry_run=dry_run,
+                        database=alias,
+                    )
+                )
+            except (DatabaseError, ErasureIncomplete) as exc:
+                logger.error("Idempotency erasure of scope %r failed on %r: %s", scope, alias, exc)
+                failed.append(f"{alias}: {exc}")
+        if failed:
+            erased = sum(r.deleted for r in results)
+            raise ErasureIncomplete(
+                f"failed on {'; '.join(failed)} ({erased} records erased on the other "
+                "databases; run it again)"
             )
-            for alias in conf.get_settings().databases
-        ]
         return ErasureResult(
             scope=scope,
             deleted=sum(r.deleted for r in results),

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
+from django.db import DatabaseError
 from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_script_prefix, resolve
+from django.utils.translation import gettext_lazy as _
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -37,6 +39,7 @@ from .exceptions import (
     KeyInvalid,
     KeyUnknown,
     RecordUnreadable,
+    Unavailable,
 )
 from .identity import lookup_hash, scope_of
 from .keys import parse_key
@@ -55,6 +58,11 @@ EXPIRED = "expired"
 _ENDPOINT_PARAM_MAX = 16 + 1 + 2048
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+LOOKUP_UNAVAILABLE = _(
+    "What became of this idempotency key cannot be read now. Ask again later; "
+    "do not take this answer for an unknown key."
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -251,11 +259,17 @@ def _documented(handler: _F) -> _F:
             (404, PROBLEM_CONTENT_TYPE): OpenApiResponse(
                 problem, description="`idempotency_key_unknown`."
             ),
+            (503, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+                problem,
+                description="`idempotency_unavailable`: the records database cannot be "
+                "read now; ask again after `Retry-After`.",
+            ),
         },
         examples=[
             example(400, KeyInvalid("the key contains characters that are not allowed")),
             example(400, AnonymousKey()),
             example(404, KeyUnknown()),
+            example(503, Unavailable(LOOKUP_UNAVAILABLE)),
         ],
     )
     return decorate(handler)
@@ -304,7 +318,13 @@ class OutcomeLookupView(APIView):
             return _problem(exc)
         with_body = conf.get_settings().lookup_body
         endpoints = candidate_endpoints(request.query_params.get("endpoint"))
-        record = find_record(scope, parsed, endpoints, with_body=with_body)
+        try:
+            record = find_record(scope, parsed, endpoints, with_body=with_body)
+        except DatabaseError:
+            # The scope's records database is down (with shards: that one
+            # shard): the outcome is unknown, not absent, so no 404.
+            logger.exception("Could not read idempotency key for a look-up; answering 503")
+            return _problem(Unavailable(LOOKUP_UNAVAILABLE))
         if record is None:
             return _problem(KeyUnknown())
         try:

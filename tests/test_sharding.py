@@ -330,3 +330,96 @@ def test_admin_shows_no_shard_selector_with_one_database(admin_client: Client) -
     listing = admin_client.get(reverse(CHANGELIST))
     assert listing.status_code == 200
     assert b"?database=" not in listing.content
+
+
+def test_admin_refuses_a_page_that_names_two_shards(admin_client: Client) -> None:
+    """A record's delete and history pages carry only ``_changelist_filters``:
+    a page that shows one shard's record and would delete another's is a 404."""
+    with override_settings(IDEMPOTENCY=SHARDED):
+        for alias in SHARDS:
+            RecordFactory._meta.database = alias  # type: ignore[attr-defined]
+            try:
+                RecordFactory(key=f"kept-on-{alias}")
+            finally:
+                RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+        record = IdempotencyRecord.objects.using("records").get()
+        change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[record.pk])
+        delete = reverse("admin:django_idempotency_idempotencyrecord_delete", args=[record.pk])
+
+        mixed = {"database": "records", "_changelist_filters": "database=records_2"}
+        assert admin_client.get(change, mixed).status_code == 404
+        assert (
+            admin_client.post(
+                delete + "?database=records&_changelist_filters=database%3Drecords_2",
+                {"post": "yes"},
+            ).status_code
+            == 404
+        )
+        assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [1, 1]
+
+        other = IdempotencyRecord.objects.using("records_2").get()
+        other_change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[other.pk])
+        agreed = {"database": "records_2", "_changelist_filters": "database=records_2"}
+        assert b"kept-on-records_2" in admin_client.get(other_change, agreed).content
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_admin_answers_404_for_a_database_that_holds_no_records(admin_client: Client) -> None:
+    for database in ("default", "nowhere"):
+        listing = admin_client.get(reverse(CHANGELIST), {"database": database})
+        assert listing.status_code == 404, database
+
+
+def _table_away(alias: str) -> Any:
+    """The records table of ``alias`` gone for a while: the shard fails every statement."""
+    table = IdempotencyRecord._meta.db_table
+
+    class Away:
+        def __enter__(self) -> None:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+
+        def __exit__(self, *exc: object) -> None:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+    return Away()
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_the_look_up_answers_503_while_the_callers_shard_fails() -> None:
+    shards = clients_on_each_shard()
+    failing, (_, client) = sorted(shards.items())[0]
+    assert post(client, "asked-about").status_code == 201
+    with _table_away(failing):
+        found = client.get("/idempotency/keys/asked-about")
+        other = sorted(shards.items())[1][1][1]
+        assert post(other, "on-the-healthy-shard").status_code == 201
+        assert other.get("/idempotency/keys/on-the-healthy-shard").status_code == 200
+    assert found.status_code == 503
+    assert found["Content-Type"] == "application/problem+json"
+    assert found["Retry-After"] == "1"
+    assert json.loads(found.content)["code"] == "idempotency_unavailable"
+    assert client.get("/idempotency/keys/asked-about").status_code == 200
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+def test_erasure_goes_on_past_a_failing_shard_and_names_it(settings: Any) -> None:
+    from django_idempotency.erasure import ErasureIncomplete
+
+    user = get_user_model().objects.create(username="leaving")
+    client = APIClient()
+    client.force_authenticate(user)
+    for n, shards in enumerate((["records"], ["records_2"])):
+        settings.IDEMPOTENCY = {"DATABASE": shards}
+        assert post(client, f"kept-on-{shards[0]}-{n}").status_code == 201
+    settings.IDEMPOTENCY = SHARDED
+
+    with _table_away("records"), pytest.raises(ErasureIncomplete, match="failed on records: "):
+        erase(user=user)
+    assert where("kept-on-records-0") == ["records"]
+    assert where("kept-on-records_2-1") == []
+
+    assert erase(user=user).deleted == 1
+    assert where("kept-on-records-0") == []
