@@ -159,6 +159,18 @@ def test_retry_after_is_capped_by_max_delay(kind: str, clock: FakeClock) -> None
     assert report.delays == [4.0]
 
 
+def test_a_retry_after_that_is_not_ascii_digits_falls_back_to_the_backoff(
+    kind: str, clock: FakeClock
+) -> None:
+    """ "²" is a digit to Python's str.isdigit(), not a number of seconds."""
+    odd = (503, {"Retry-After": "\u00b2"}, b"")
+    with stub_server(odd, CREATED) as stub:
+        status, _, report = send(kind, policy(clock), "POST", stub.url)
+
+    assert status == 201
+    assert len(report.delays) == 1 and report.delays[0] < 2.0
+
+
 @pytest.mark.parametrize(
     ("answer", "outcome"),
     [
@@ -303,6 +315,35 @@ def test_httpx_retries_a_multipart_upload_whole(clock: FakeClock) -> None:
     assert status == 201
     first, second = (r.body for r in stub.received)
     assert b"the whole file" in first and first == second
+
+
+@pytest.mark.parametrize("kind", ["httpx", "httpx-async"])
+def test_httpx_does_not_retry_a_multipart_upload_of_a_file_that_cannot_rewind(
+    kind: str, clock: FakeClock
+) -> None:
+    """A stream read once is empty the second time: a retry would store an empty
+    upload under the key, so the first answer is the caller's."""
+
+    class ReadOnce(io.RawIOBase):
+        """A socket's or a pipe's reader: forward only."""
+
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            return self._data.readinto(buffer)
+
+    upload = io.BufferedReader(ReadOnce(b"read once"))
+    with stub_server((503, {}, b""), CREATED) as stub:
+        assert not upload.seekable()
+        status, _, report = send(kind, policy(clock), "POST", stub.url, files={"f": upload})
+
+    assert status == 503
+    assert len(stub.received) == 1 and b"read once" in stub.received[0].body
+    assert report.attempts == 1 and "stream" in report.not_retryable
 
 
 def _closed_port() -> int:

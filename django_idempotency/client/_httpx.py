@@ -23,12 +23,28 @@ RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtoc
 EXTENSION = "idempotency"
 
 
+def _repeatable(stream: object) -> bool:
+    """Can this body be sent again, whole? A multipart body is re-rendered
+    from its files, which httpx seeks back to the start: a file that cannot
+    seek (a pipe, a socket, a generator's reader) would send nothing."""
+    if not isinstance(stream, _REPEATABLE_STREAMS):
+        return False
+    for field in getattr(stream, "fields", ()):
+        file = getattr(field, "file", None)
+        if file is None or isinstance(file, (str, bytes)):
+            continue
+        seekable = getattr(file, "seekable", None)
+        if seekable is None or not seekable():
+            return False
+    return True
+
+
 def _start(policy: RetryPolicy, request: httpx.Request) -> Attempts:
     attempts = policy.start(request.method, policy.header in request.headers)
     if attempts.key_needed:
         request.headers[policy.header] = attempts.new_key()
     attempts.report.key = request.headers.get(policy.header)
-    if not isinstance(request.stream, _REPEATABLE_STREAMS):
+    if not _repeatable(request.stream):
         # A generator or a file handed over as content: the first attempt
         # consumes it, and a retry would send a truncated body under the same key.
         attempts.refuse("the request body is a stream that cannot be sent twice")
