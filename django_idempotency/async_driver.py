@@ -104,6 +104,7 @@ async def _serve(
     ):
         return None
     handed_over = False
+    claimed = False
     try:
         outcome = await _claim_even_if_cancelled(attempt)
         if isinstance(outcome, HttpResponseBase):
@@ -112,6 +113,7 @@ async def _serve(
             if waiter and waiting_pays(outcome) and waiter.may_wait():
                 return None
             return await sync_to_async(_answer_existing)(attempt, outcome)
+        claimed = True
 
         def after_commit(claim: store.Claim, stored: store.StoredResponse | None) -> None:
             _after_commit(attempt, front, claim, stored)
@@ -122,7 +124,7 @@ async def _serve(
         return response
     finally:
         if front is not None and not handed_over:
-            await sync_to_async(front.forget)()
+            await sync_to_async(front.forget)(changed=claimed)
 
 
 T = TypeVar("T")
@@ -178,7 +180,7 @@ async def _check_even_if_cancelled(
     front: cache_lock.RedisFront,
 ) -> cache_lock.Held | cache_lock.Cached | None:
     async def forget(_: object) -> None:
-        await sync_to_async(front.forget)()
+        await sync_to_async(front.forget)(changed=False)
 
     return await _despite_cancellation(sync_to_async(front.check)(store.new_token()), forget)
 

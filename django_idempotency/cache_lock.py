@@ -188,9 +188,20 @@ class RedisFront:
             publish=self.publish,
         )
 
-    def forget(self) -> None:
-        """The request ends without a stored outcome: drop our lock only."""
-        self.finish(None, fresh=False)
+    def forget(self, *, changed: bool) -> None:
+        """The request ends without a stored outcome: drop our lock only.
+
+        Waiting duplicates are told only when the key ``changed`` (this
+        request claimed it, then released it): a duplicate that took a lock
+        Redis had lost, found the record in progress and goes back to
+        waiting changed nothing, and telling would wake every waiter, itself
+        included, to do the same, over and over."""
+        publish = self.publish
+        self.publish = publish and changed
+        try:
+            self.finish(None, fresh=False)
+        finally:
+            self.publish = publish
 
 
 def check(

@@ -147,6 +147,7 @@ def _serve(
     elif waiter is not None and waiter.paused and waiter.may_wait() and still_running(attempt):
         return None
     handed_over = False  # once _run returns, it has seen to the Redis front
+    claimed = False  # the key is ours in the database: its release changes it
     try:
         outcome = _claim_or_problem(attempt)
         if isinstance(outcome, HttpResponseBase):
@@ -155,6 +156,7 @@ def _serve(
             if waiter and waiting_pays(outcome) and waiter.may_wait():
                 return None  # the finally drops a Redis lock we may have taken
             return _answer_existing(attempt, outcome)
+        claimed = True
         response = _run(
             attempt,
             outcome,
@@ -167,7 +169,7 @@ def _serve(
         return response
     finally:
         if front is not None and not handed_over:
-            front.forget()
+            front.forget(changed=claimed)
 
 
 def still_running(attempt: Attempt) -> bool:

@@ -39,7 +39,9 @@ MODES = [
     pytest.param("wait/", {"SERVER_LOCK": "cache"}, id="sync+redis", marks=needs_redis),
     pytest.param("async-wait/", {"SERVER_ASGI": "1"}, id="async"),
     pytest.param(
-        "async-wait/", {"SERVER_ASGI": "1", "SERVER_LOCK": "cache"}, id="async+redis",
+        "async-wait/",
+        {"SERVER_ASGI": "1", "SERVER_LOCK": "cache"},
+        id="async+redis",
         marks=needs_redis,
     ),
 ]
@@ -161,8 +163,9 @@ def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(
     "env",
     [
         pytest.param({"SERVER_ASGI": "1"}, id="async"),
-        pytest.param({"SERVER_ASGI": "1", "SERVER_LOCK": "cache"}, id="async+redis",
-                     marks=needs_redis),
+        pytest.param(
+            {"SERVER_ASGI": "1", "SERVER_LOCK": "cache"}, id="async+redis", marks=needs_redis
+        ),
     ],
 )
 def test_a_waiting_duplicate_whose_client_goes_away_leaves_nothing_behind(
@@ -180,7 +183,9 @@ def test_a_waiting_duplicate_whose_client_goes_away_leaves_nothing_behind(
     # The client gives up after 1.5 s and closes its connection.
     duplicate = Background(
         lambda: requests.post(
-            server.url + "async-wait/", json={"amount": 1}, timeout=1.5,
+            server.url + "async-wait/",
+            json={"amount": 1},
+            timeout=1.5,
             headers={"Idempotency-Key": key, "X-Api-Key": CLIENT_API_KEY},
         )
     )
@@ -234,3 +239,45 @@ def test_duplicates_wait_on_the_shard_of_their_scope(server_factory: ServerFacto
     if connection.vendor == "postgresql":
         for alias in SHARDS:
             assert _listening_backends(connections[alias].settings_dict["NAME"]) >= 1, alias
+
+
+@needs_redis
+@pytest.mark.parametrize(
+    ("path", "env"),
+    [
+        pytest.param("wait/", {"SERVER_LOCK": "cache"}, id="sync+redis"),
+        pytest.param("async-wait/", {"SERVER_ASGI": "1", "SERVER_LOCK": "cache"}, id="async+redis"),
+    ],
+)
+def test_waiters_that_find_the_redis_lock_gone_do_not_wake_each_other(
+    server_factory: ServerFactory, path: str, env: dict[str, str]
+) -> None:
+    """Redis lost the first request's lock (a restart, an eviction): each
+    waiter then takes the lock, finds the record in progress in the database
+    and drops the lock again. That changed nothing, so it tells nobody: the
+    only message on the channel is the first request's when it is done."""
+    import redis
+
+    from tests.settings import REDIS_URL
+
+    server = _server(server_factory, env)
+    key = f"wait-lock-lost-{path.strip('/')}"
+    client = redis.Redis.from_url(REDIS_URL)
+    listener = client.pubsub()
+    listener.psubscribe("*idempotency:done")
+    first = Background(lambda: server.post(path, key, headers={"X-Sleep": "3"}))
+    record = wait_for_claim(key)
+    locks = list(client.scan_iter(match=f"*idempotency:lock:{record.lookup_hash}"))
+    assert len(locks) == 1
+    client.delete(*locks)
+
+    results = _fire_timed(server, path, key, 10)
+    assert first.result().status_code == 201
+
+    assert [r.status_code for r, _ in results] == [201] * 10
+    assert Payment.objects.filter(reference=key).count() == 1
+    told = 0
+    while (message := listener.get_message(timeout=0.5)) is not None:
+        told += message["type"] == "pmessage" and message["data"] == record.lookup_hash.encode()
+    listener.close()
+    assert told == 1, f"{told} messages woke the waiters"
