@@ -179,13 +179,8 @@ def _prepared_statements(alias: str, database: Any) -> list[CheckMessage]:
     threshold = options.get("prepare_threshold")
     if options.get("server_side_binding") is not True or threshold is None:
         return []
-    host = str(database.get("HOST") or "")
-    port = str(database.get("PORT") or "")
-    if port == _PGBOUNCER_PORT:
-        why = f"port {port} is PgBouncer's default"
-    elif "pgbouncer" in host.lower():
-        why = f"its host is {host!r}"
-    else:
+    why = _looks_like_pgbouncer(database)
+    if why is None:
         return []
     return [
         Warning(
@@ -203,6 +198,57 @@ def _prepared_statements(alias: str, database: Any) -> list[CheckMessage]:
             id="django_idempotency.W005",
         )
     ]
+
+
+def _looks_like_pgbouncer(database: dict[str, Any]) -> str | None:
+    """Why the settings suggest PgBouncer, or None."""
+    host = str(database.get("HOST") or "")
+    port = str(database.get("PORT") or "")
+    if port == _PGBOUNCER_PORT:
+        return f"port {port} is PgBouncer's default"
+    if "pgbouncer" in host.lower():
+        return f"its host is {host!r}"
+    return None
+
+
+@register(Tags.compatibility)
+def check_listen_through_pooler(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W006: waiting duplicates would LISTEN on a database that looks like PgBouncer.
+
+    In transaction pooling the LISTEN stays on whichever server connection
+    ran it, which PgBouncer then hands to other clients: nothing is heard,
+    and notifications pile up in PostgreSQL's queue for a session nobody
+    reads. Only views with ``wait`` listen, which the settings cannot tell.
+    """
+    try:
+        app_settings = parse_setting(getattr(settings, "IDEMPOTENCY", None))
+    except OptionError:
+        return []  # E001 says what is wrong
+    databases = getattr(settings, "DATABASES", {})
+    messages: list[CheckMessage] = []
+    for alias in app_settings.databases:
+        listen = app_settings.listen_database(alias)
+        database = databases.get(listen) if listen is not None else None
+        if not isinstance(database, dict) or _vendor(database.get("ENGINE", "")) != "postgresql":
+            continue
+        why = _looks_like_pgbouncer(database)
+        if why is None:
+            continue
+        messages.append(
+            Warning(
+                f"Duplicates that wait (option wait) for requests on {alias!r} would LISTEN "
+                f"on database {listen!r}, which looks like PgBouncer: {why}. A guess from "
+                "the settings.",
+                hint="Behind PgBouncer in transaction pooling a LISTEN is never heard and "
+                "stays on a pooled server connection. Point IDEMPOTENCY['LISTEN_DATABASE'] "
+                "at a DATABASES entry that reaches PostgreSQL directly, or set it to False "
+                "(waiters back off instead). Silence 'django_idempotency.W006' where no "
+                "view waits or where the guess is wrong. See https://django-idempotency."
+                "readthedocs.io/en/latest/recipes/wait/#pgbouncer-and-other-poolers",
+                id="django_idempotency.W006",
+            )
+        )
+    return messages
 
 
 @register(Tags.database)

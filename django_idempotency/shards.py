@@ -14,6 +14,7 @@ only its own scopes. A modulo over the list would move almost all of them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -58,6 +59,17 @@ def parse_route(raw: Any, databases: tuple[str, ...]) -> Callable[[str], str] | 
         raise OptionError(
             f"'DATABASE_ROUTE' must be a callable scope -> alias or its dotted path, not {raw!r}"
         )
+    try:
+        inspect.signature(raw).bind("scope")
+    except TypeError:
+        raise OptionError(
+            f"'DATABASE_ROUTE' must take one argument, the scope: {raw!r} cannot"
+        ) from None
+    except ValueError:  # no signature to read (some builtins): called as given
+        pass
+    if len(databases) < 2:
+        # Silently unused otherwise: a route is read only to choose among shards.
+        raise OptionError("'DATABASE_ROUTE' needs 'DATABASE' to list several aliases")
     route: Callable[[str], str] = raw
     return route
 

@@ -29,6 +29,7 @@ import os
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -64,10 +65,12 @@ class Channel:
     was not listening since the look, so no change goes unseen.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: The clock waiters' ``looked_at`` is read from.
+        self._clock = clock
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Wake]] = {}
-        self._heard: dict[str, float] = {}
+        self._heard: OrderedDict[str, float] = OrderedDict()
         #: monotonic time since when the listener has listened without a break.
         self.listening_since: float | None = None
 
@@ -95,18 +98,25 @@ class Channel:
             return sum(len(w) for w in self._waiters.values())
 
     def heard(self, lookup_hash: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
+            # Every process hears every request's notification: kept in the
+            # order heard, so forgetting the old ones costs O(1) per
+            # notification, however many arrive within _REMEMBER.
             self._heard[lookup_hash] = now
-            if len(self._heard) > 1000:
-                self._heard = {h: t for h, t in self._heard.items() if now - t < _REMEMBER}
+            self._heard.move_to_end(lookup_hash)
+            while self._heard:
+                oldest, when = next(iter(self._heard.items()))
+                if now - when < _REMEMBER:
+                    break
+                del self._heard[oldest]
             woken = self._waiters.pop(lookup_hash, set())
         for wake in woken:
             wake()
 
     def listening(self) -> None:
         with self._lock:
-            self.listening_since = time.monotonic()
+            self.listening_since = self._clock()
 
     def deaf(self) -> None:
         """The connection broke: whatever was sent meanwhile is lost, so

@@ -364,7 +364,7 @@ def test_the_schema_documents_the_look_up(schema_class: str) -> None:
         "endpoint": "query",
     }
     responses = operation["responses"]
-    assert set(responses) == {"200", "400", "404"}
+    assert set(responses) == {"200", "400", "404", "503"}
     outcome = responses["200"]["content"]["application/json"]["schema"]
     assert outcome["properties"]["state"]["enum"] == ["in_progress", "completed", "expired"]
 
@@ -374,6 +374,7 @@ def test_the_schema_documents_the_look_up(schema_class: str) -> None:
 
     assert codes_of("400") == ["idempotency_key_invalid", "idempotency_key_anonymous"]
     assert codes_of("404") == ["idempotency_key_unknown"]
+    assert codes_of("503") == ["idempotency_unavailable"]
     problem_schema = responses["404"]["content"][PROBLEM]["schema"]
     if schema_class.startswith("django_idempotency"):
         assert problem_schema == {"$ref": "#/components/schemas/IdempotencyProblem"}

@@ -169,6 +169,16 @@ def test_a_route_returning_an_unknown_alias_is_a_configuration_error(settings: A
         pytest.param(
             {**SHARDED, "DATABASE_ROUTE": "tests.nowhere.route"}, "cannot be imported", id="route"
         ),
+        pytest.param(
+            {**SHARDED, "DATABASE_ROUTE": lambda scope, alias: alias},
+            "must take one argument",
+            id="route signature",
+        ),
+        pytest.param(
+            {"DATABASE": "records", "DATABASE_ROUTE": lambda scope: "records"},
+            "needs 'DATABASE' to list several",
+            id="route with one alias",
+        ),
         pytest.param({**SHARDED, "LISTEN_DATABASE": "records"}, "LISTEN_DATABASE", id="listen"),
         pytest.param(
             {**SHARDED, "LISTEN_DATABASE": {"default": "records"}}, "does not list", id="listen map"
