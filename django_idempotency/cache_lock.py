@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +36,33 @@ except ImportError:  # the optional extra is not installed; check E005 says so
     get_redis_connection = None
 
 logger = logging.getLogger("django_idempotency")
+
+
+class _OutageLog:
+    """Warnings about Redis failing, at most one per ``every`` seconds per
+    process with the number left out: during an outage every request fails
+    twice, and a traceback each would bury the rest of the log."""
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._left_out = 0
+
+    def warn(self, message: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if self._last is not None and now - self._last < self.every:
+                self._left_out += 1
+                return
+            left_out, self._left_out, self._last = self._left_out, 0, now
+        if left_out:
+            message += f" ({left_out} more Redis failures since the last warning)"
+        logger.warning(message, exc_info=True)
+
+
+_outage = _OutageLog()
 
 # One round trip: the cached response if any, else the lock (taken if free).
 _CHECK = """
@@ -240,9 +269,7 @@ def check(
     except Exception:
         # Redis down, a broken entry, a misconfigured client: the front is an
         # optimisation, so any failure of it falls back to the database.
-        logger.warning(
-            "Redis unavailable for idempotency lock; using the database only", exc_info=True
-        )
+        _outage.warn("Redis unavailable for idempotency lock; using the database only")
         return None
 
 
@@ -267,7 +294,7 @@ def cache_and_unlock(
         _run_script(client, _COMPLETE, [response_key, lock_key], args)
     except Exception:
         # A lock left behind expires after lock_timeout; the database decides meanwhile.
-        logger.warning("Redis unavailable while finishing an idempotency key", exc_info=True)
+        _outage.warn("Redis unavailable while finishing an idempotency key")
 
 
 def drop_responses(alias: str, lookup_hashes: list[str], *, strict: bool = False) -> None:

@@ -23,8 +23,6 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-
-
 def _settings(location: str, prefix: str) -> override_settings:
     return override_settings(
         CACHES={
@@ -253,3 +251,24 @@ def test_purging_records_makes_redis_forget_them(redis_lock: PrefixedRedis) -> N
         assert purge().expired == 1
 
     _replayed_then_deleted(api_client(), "forget-purge", expire_and_purge)
+
+
+def test_an_outage_is_logged_once_a_minute_not_on_every_request(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_idempotency import cache_lock
+
+    clock = [0.0]
+    monkeypatch.setattr(cache_lock, "_outage", cache_lock._OutageLog(clock=lambda: clock[0]))
+    with _settings("redis://127.0.0.1:1/0", "down"), caplog.at_level("WARNING"):
+        client = api_client()
+        for n in range(10):
+            assert post(client, f"during-the-outage-{n}").status_code == 201
+        clock[0] += 61
+        assert post(client, "a-minute-later").status_code == 201
+
+    warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(warnings) == 2
+    assert warnings[0].exc_info is not None
+    # The other nine requests' failures are counted in the next warning.
+    assert "(9 more Redis failures since the last warning)" in warnings[1].getMessage()
