@@ -199,6 +199,9 @@ class RedisFront:
     def finish(self, stored: StoredResponse | None, *, fresh: bool) -> None:
         """The outcome is committed: cache ``stored`` if it may be replayed
         from Redis, and drop our lock."""
+        self._finish(stored, fresh=fresh, publish=self.publish)
+
+    def _finish(self, stored: StoredResponse | None, *, fresh: bool, publish: bool) -> None:
         if self._lock_value is None:
             return
         # Redis forgets the response when the record expires; the record's
@@ -214,7 +217,7 @@ class RedisFront:
             self.fingerprints[0],
             stored if cacheable else None,
             ttl_left if cacheable else self.ttl,
-            publish=self.publish,
+            publish=publish,
         )
 
     def forget(self, *, changed: bool) -> None:
@@ -225,12 +228,7 @@ class RedisFront:
         Redis had lost, found the record in progress and goes back to
         waiting changed nothing, and telling would wake every waiter, itself
         included, to do the same, over and over."""
-        publish = self.publish
-        self.publish = publish and changed
-        try:
-            self.finish(None, fresh=False)
-        finally:
-            self.publish = publish
+        self._finish(None, fresh=False, publish=self.publish and changed)
 
 
 def check(

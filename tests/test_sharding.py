@@ -68,14 +68,19 @@ def clients_on_each_shard() -> dict[str, tuple[str, APIClient]]:
     raise AssertionError(f"64 scopes all landed on {list(found)}")
 
 
-def expired(alias: str, count: int, **kwargs: Any) -> None:
-    created = timezone.now() - dt.timedelta(days=2)
+def record_on(alias: str, **kwargs: Any) -> IdempotencyRecord:
+    """A record written straight to ``alias``, as if its scope lived there."""
     RecordFactory._meta.database = alias  # type: ignore[attr-defined]
     try:
-        for _ in range(count):
-            RecordFactory(created_at=created, expires_at=created + dt.timedelta(days=1), **kwargs)
+        return RecordFactory(**kwargs)
     finally:
         RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+
+
+def expired(alias: str, count: int, **kwargs: Any) -> None:
+    created = timezone.now() - dt.timedelta(days=2)
+    for _ in range(count):
+        record_on(alias, created_at=created, expires_at=created + dt.timedelta(days=1), **kwargs)
 
 
 # --- where records go ---------------------------------------------------------------
@@ -237,11 +242,7 @@ def test_an_atomic_view_defined_before_sharding_is_refused_on_its_first_request(
 def test_purge_deletes_expired_records_on_every_shard() -> None:
     expired("records", 3)
     expired("records_2", 2)
-    RecordFactory._meta.database = "records_2"  # type: ignore[attr-defined]
-    try:
-        RecordFactory(key="live")
-    finally:
-        RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+    record_on("records_2", key="live")
 
     out = io.StringIO()
     call_command("purge_idempotency_records", stdout=out)
@@ -312,11 +313,7 @@ def test_the_outcome_look_up_reads_the_callers_shard() -> None:
 @override_settings(IDEMPOTENCY=SHARDED)
 def test_admin_selects_one_shard_and_shows_its_records(admin_client: Client) -> None:
     for alias in SHARDS:
-        RecordFactory._meta.database = alias  # type: ignore[attr-defined]
-        try:
-            RecordFactory(key=f"kept-on-{alias}")
-        finally:
-            RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+        record_on(alias, key=f"kept-on-{alias}")
 
     first = admin_client.get(reverse(CHANGELIST))
     assert b"kept-on-records<" in first.content
@@ -347,11 +344,7 @@ def test_admin_refuses_a_page_that_names_two_shards(admin_client: Client) -> Non
     a page that shows one shard's record and would delete another's is a 404."""
     with override_settings(IDEMPOTENCY=SHARDED):
         for alias in SHARDS:
-            RecordFactory._meta.database = alias  # type: ignore[attr-defined]
-            try:
-                RecordFactory(key=f"kept-on-{alias}")
-            finally:
-                RecordFactory._meta.database = "default"  # type: ignore[attr-defined]
+            record_on(alias, key=f"kept-on-{alias}")
         record = IdempotencyRecord.objects.using("records").get()
         change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[record.pk])
         delete = reverse("admin:django_idempotency_idempotencyrecord_delete", args=[record.pk])
