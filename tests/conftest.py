@@ -1,3 +1,7 @@
+import fcntl
+import os
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
@@ -37,3 +41,21 @@ def _fresh_throttles() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _one_backend_runs_servers_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """tests/run_backends.py runs the backends' suites at once. Tests that
+    start server processes take turns across them (a file lock it names):
+    three sets of 21 workers on two cores would measure the machine's
+    overload instead of the app."""
+    lock_path = os.environ.get("IDEMPOTENCY_TEST_PROCESS_LOCK")
+    if not lock_path or request.node.get_closest_marker("processes") is None:
+        yield
+        return
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

@@ -109,6 +109,8 @@ def main() -> int:
                 **env_extra,
                 "IDEMPOTENCY_TEST_DB": backend,
                 "IDEMPOTENCY_TEST_SQLITE_DIR": str(workdir),
+                # Tests that start servers take turns across the backends (tests/conftest.py).
+                "IDEMPOTENCY_TEST_PROCESS_LOCK": str(Path(tmp, "processes.lock")),
             }
             command = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *sys.argv[1:]]
             if parallel:

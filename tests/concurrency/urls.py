@@ -9,6 +9,8 @@ urlpatterns = [
     path("async-atomic/", views.async_atomic),
     path("wait/", views.wait),
     path("wait-short/", views.wait_short),
+    path("wait-long/", views.wait_long),
+    path("async-wait-long/", views.async_wait_long),
     path("async-wait/", views.async_wait),
     path("waiters/", views.waiters),
 ]

@@ -25,6 +25,11 @@ from tests.testapp.models import Payment
 #: the sharded servers serve these two views unprotected by atomic mode.
 ATOMIC = os.environ.get("SERVER_SHARDED") != "1"
 
+if os.environ.get("SERVER_SAFETY_INTERVAL"):
+    # test_wait's timing test: with a long safety look, a waiter whose wake-up
+    # never came is answered at its deadline, far from any delay of a busy machine.
+    waiting.SAFETY_INTERVAL = float(os.environ["SERVER_SAFETY_INTERVAL"])
+
 
 def _work(request: Request) -> Response:
     key = request.headers.get("Idempotency-Key", "")
@@ -86,6 +91,18 @@ def _fail_after_sleep(request: Request) -> Response:
 @idempotent(lock_timeout=60, wait=5)
 def wait(request: Request) -> Response:
     return _fail_after_sleep(request)
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=60, wait=30)
+def wait_long(request: Request) -> Response:
+    return _work(request)
+
+
+@async_api_view(["POST"])  # type: ignore[untyped-decorator]  # adrf has no type hints
+@idempotent(lock_timeout=60, wait=30)
+async def async_wait_long(request: Request) -> Response:
+    return await _work_async(request)
 
 
 @api_view(["POST"])
