@@ -20,6 +20,10 @@ SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
 LABELS = ["no key", "first", "replay", "mismatch", "in progress"]
 
 
+#: Panel titles: the databases' names, not Django's vendor strings.
+DATABASE_NAMES = {"mysql": "MariaDB", "postgresql": "PostgreSQL", "sqlite": "SQLite"}
+
+
 def by_scenario(ax: Any, rows: list[dict[str, Any]], title: str) -> None:
     variants = [
         v
@@ -103,7 +107,8 @@ def main(source: str, target: str) -> int:
             for r in results["overhead"]
             if (r["db"], r["lock"], r.get("sync", "on")) == (db, lock, sync)
         ]
-        by_scenario(ax, picked, f"{db}, lock {lock}, synchronous commit {sync}")
+        name = DATABASE_NAMES.get(db, db)
+        by_scenario(ax, picked, f"{name}, lock {lock}, synchronous commit {sync}")
     rest = flat[len(groups) :]
     if results.get("scale"):
         by_size(rest.pop(0), results["scale"])
@@ -112,7 +117,8 @@ def main(source: str, target: str) -> int:
     for ax in rest:
         ax.axis("off")
     fig.suptitle(f"django-idempotency benchmark ({results['mode']} run)")
-    fig.tight_layout()
+    # Room for the title above the first row of panels.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (4.5 * rows)))
     fig.savefig(target, dpi=90)
     return 0
 

@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCENARIOS = ["none", "first", "replay", "mismatch", "in_progress"]
 PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+MARIADB: dict[str, Any] = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 
 def log(message: str) -> None:
@@ -60,3 +61,57 @@ def drop_pg_database(name: str) -> None:
 
 def tag(rows: list[dict[str, Any]], **labels: Any) -> list[dict[str, Any]]:
     return [{**labels, **row} for row in rows]
+
+
+def mariadb_admin() -> Any:
+    import MySQLdb
+
+    return MySQLdb.connect(**MARIADB, connect_timeout=3)
+
+
+def mariadb_reachable() -> bool:
+    try:
+        mariadb_admin().close()
+        return True
+    except Exception as exc:
+        log(f"MariaDB not reachable ({exc.__class__.__name__}); skipping it")
+        return False
+
+
+#: MariaDB databases this run created (dropped at the end, like CREATED's).
+CREATED_MARIADB: set[str] = set()
+
+
+def fresh_mariadb_database(name: str) -> None:
+    CREATED_MARIADB.add(name)
+    conn = mariadb_admin()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+
+
+def drop_mariadb_database(name: str) -> None:
+    conn = mariadb_admin()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+    CREATED_MARIADB.discard(name)
+
+
+def fresh_database(db: str, purpose: str) -> str | None:
+    """A new scratch database for ``db`` (its name), or None for SQLite (the
+    runner makes a file)."""
+    if db == "postgresql":
+        name = pg_name(purpose)
+        fresh_pg_database(name)
+        return name
+    if db == "mysql":
+        name = pg_name(purpose)
+        fresh_mariadb_database(name)
+        return name
+    return None

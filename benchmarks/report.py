@@ -436,7 +436,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results.get('elapsed_s', 0):.0f} s). "
         f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gb', '?')} GB, "
         f"Python {m.get('python')}, PostgreSQL {m.get('postgresql', '-')}, "
-        f"SQLite {m.get('sqlite')}, "
+        f"SQLite {m.get('sqlite')}, MariaDB {m.get('mariadb', '-')}, "
         f"load average {m.get('loadavg_at_start', 0):.2f} at start.",
     ]
     for title, table in sections(results):

@@ -35,12 +35,17 @@ from typing import Any
 import report
 from common import (
     CREATED,
+    CREATED_MARIADB,
     HERE,
     ROOT,
     SCENARIOS,
+    drop_mariadb_database,
     drop_pg_database,
+    fresh_database,
     fresh_pg_database,
     log,
+    mariadb_admin,
+    mariadb_reachable,
     pg_admin,
     pg_name,
     pg_reachable,
@@ -135,9 +140,11 @@ def cache_lock_available() -> bool:
 def section_overhead(run: Runner, dbs: list[str], results: dict[str, Any]) -> None:
     for sync in run.args.sync.split(","):
         for db in dbs:
-            name = pg_name("overhead") if db == "postgresql" else None
-            if name:
-                fresh_pg_database(name)
+            if db == "mysql" and sync != "on":
+                # A server-wide setting on MariaDB (benchsite/settings.py).
+                log("MariaDB: durable commits only, skipping synchronous commit off")
+                continue
+            name = fresh_database(db, "overhead")
             log(f"overhead and floor on {db}, synchronous commit {sync}")
             out = run.worker(
                 run.config(db, name, lock="database", sync=sync), run.plan(VARIANTS, SCENARIOS)
@@ -167,10 +174,8 @@ def section_redis(run: Runner, dbs: list[str], results: dict[str, Any]) -> None:
         log("redis lock: pending (engine does not use it yet)")
         return
     for db in dbs:
-        name = pg_name("redis") if db == "postgresql" else None
-        if name:
-            fresh_pg_database(name)
-        sync = run.args.sync.split(",")[0]
+        name = fresh_database(db, "redis")
+        sync = "on" if db == "mysql" else run.args.sync.split(",")[0]
         log(f"Redis lock on {db}, synchronous commit {sync}")
         out = run.worker(
             run.config(db, name, lock="cache", sync=sync),
@@ -213,7 +218,11 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="a few hundred requests, no peers")
     parser.add_argument("--only", default="", help=f"comma-separated sections of {SECTIONS}")
-    parser.add_argument("--db", default="sqlite,postgresql", help="databases for overhead")
+    parser.add_argument(
+        "--db",
+        default="sqlite,postgresql,mysql",
+        help="databases for overhead: sqlite, postgresql, mysql (MariaDB)",
+    )
     parser.add_argument(
         "--sync",
         default="on,off",
@@ -255,6 +264,8 @@ def main() -> int:
     python = bench_python(args)
     have_pg = pg_reachable()
     dbs = [db for db in args.db.split(",") if db and (db != "postgresql" or have_pg)]
+    if "mysql" in dbs and not mariadb_reachable():
+        dbs.remove("mysql")
     results: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join(["benchmarks/run.py", *sys.argv[1:]]),
@@ -272,7 +283,7 @@ def main() -> int:
     # smoke runs and --out runs are scratch, ignored by git.
     out = Path(args.out or (HERE / "results" / "smoke" if args.smoke else HERE / "published"))
     if args.merge and (out / "results.json").exists():
-        results = merge_base(json.loads((out / "results.json").read_text()), sections, results)
+        results = merge_base(json.loads((out / "results.json").read_text()), sections, results, dbs)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-idem-") as tmp:
             run = Runner(args, python, Path(tmp))
@@ -301,6 +312,9 @@ def main() -> int:
         if have_pg and not args.keep:
             for name in sorted(CREATED):
                 drop_pg_database(name)
+        if not args.keep:
+            for name in sorted(CREATED_MARIADB):
+                drop_mariadb_database(name)
     results["elapsed_s"] = round(time.time() - started, 1) + results.get("elapsed_before_s", 0)
     # The raw measurements first: a bug in the report must not cost a run.
     out.mkdir(parents=True, exist_ok=True)
@@ -314,18 +328,24 @@ def main() -> int:
     return 0
 
 
-def merge_base(old: dict[str, Any], sections: list[str], new: dict[str, Any]) -> dict[str, Any]:
-    """The previous results without the rows of the sections about to run."""
+def merge_base(
+    old: dict[str, Any], sections: list[str], new: dict[str, Any], dbs: list[str]
+) -> dict[str, Any]:
+    """The previous results without the rows of the sections about to run
+    (for the overhead sections, only those of the databases about to run)."""
     kept = {**old}
     kept["elapsed_before_s"] = old.get("elapsed_s", 0)
+    # What the earlier run did not record (e.g. a database it did not use).
+    kept["machine"] = {**new["machine"], **old.get("machine", {})}
     kept["command"] = f"{old.get('command')}; then {new['command']}"
     kept["pending"] = []
     kept["profiles"] = {}
     kept.pop("targets", None)
-    if "overhead" in sections:
-        kept["overhead"] = [r for r in old["overhead"] if r.get("lock") != "database"]
-    if "redis" in sections:
-        kept["overhead"] = [r for r in kept["overhead"] if r.get("lock") != "cache"]
+    rerun = {"database"} if "overhead" in sections else set()
+    rerun |= {"cache"} if "redis" in sections else set()
+    kept["overhead"] = [
+        r for r in old["overhead"] if not (r.get("lock") in rerun and r.get("db") in dbs)
+    ]
     for name in ("scale", "purge", "peers", "correctness", "whatif"):
         if name in sections:
             kept[name] = []
@@ -369,6 +389,14 @@ def machine() -> dict[str, Any]:
     try:
         with pg_admin() as conn:
             info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+    except Exception:
+        pass
+    try:
+        conn = mariadb_admin()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            info["mariadb"] = cursor.fetchone()[0]
+        conn.close()
     except Exception:
         pass
     import sqlite3

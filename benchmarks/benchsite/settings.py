@@ -1,7 +1,7 @@
 """Settings of the benchmark site, driven by the BENCH_CONFIG environment
 variable (JSON) that benchmarks/run.py hands to each worker process.
 
-Keys: ``db`` (sqlite | postgresql), ``name`` (the database or SQLite file),
+Keys: ``db`` (sqlite | postgresql | mysql, i.e. MariaDB), ``name`` (the database or SQLite file),
 ``lock`` (database | cache), ``peer`` (None or a name from ``peers.PEERS``),
 ``sync`` (on: commits wait for the disk, as in production; off: they do not,
 which leaves the CPU cost of the code visible on a machine whose disk flushes
@@ -61,6 +61,21 @@ if DB == "postgresql":
                 # prepares nothing: Django sets prepare_threshold to None).
                 **({"server_side_binding": True} if CONFIG.get("server_binding") else {}),
             },
+        }
+    }
+elif DB == "mysql":
+    # MariaDB. Durable commits only: innodb_flush_log_at_trx_commit is a
+    # server-wide setting, not a session's, so run.py measures "sync on" only.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": os.environ.get("MARIADB_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MARIADB_PORT", "3306"),
+            "USER": os.environ.get("MARIADB_USER", "root"),
+            "PASSWORD": os.environ.get("MARIADB_PASSWORD", ""),
+            "NAME": CONFIG.get("name", "bench_idempotency"),
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {"charset": "utf8mb4"},
         }
     }
 else:
