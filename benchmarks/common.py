@@ -64,7 +64,7 @@ def tag(rows: list[dict[str, Any]], **labels: Any) -> list[dict[str, Any]]:
 
 
 def mariadb_admin() -> Any:
-    import MySQLdb
+    import MySQLdb  # type: ignore[import-untyped]
 
     return MySQLdb.connect(**MARIADB, connect_timeout=3)
 

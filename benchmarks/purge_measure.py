@@ -81,7 +81,9 @@ def fill(rows: int, live: int, abandoned: int) -> float:
     """
     expired_age = 3 * 86400  # the newest expired row is ~0.2 days past expiry
     live_age = 3600
-    abandoned_age = 3 * 3600  # lock ran out hours ago, expiry still ahead
+    # Abandoned claims as old as the expired rows: lock ran out and expired
+    # days ago, so that every version of the purge deletes them.
+    abandoned_age = expired_age
     with connection.cursor() as cursor:
         for prefix, state, age, count in (
             ("e", "completed", expired_age, rows),
@@ -140,10 +142,13 @@ def main() -> int:
                         {"amount": n},
                         content_type="application/json",
                         HTTP_IDEMPOTENCY_KEY=f"during-purge-{n}",
+                        # A known client: keys of anonymous ones are refused.
+                        HTTP_X_API_KEY="test-client",
                     )
                     latencies.append((time.monotonic(), time.monotonic() - began))
                     if response.status_code != 201:
                         failures.append(f"{response.status_code}: {response.content[:200]!r}")
+                        return
             finally:
                 connections.close_all()
 

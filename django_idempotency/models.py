@@ -130,8 +130,6 @@ class IdempotencyRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=["expires_at"], name="idempotency_expires_idx"),
-            # The purge finds abandoned claims among the few in-progress rows.
-            models.Index(fields=["state", "locked_until"], name="idempotency_state_locked_idx"),
             # The admin's date hierarchy (first/last date, day ranges).
             models.Index(fields=["created_at"], name="idempotency_created_idx"),
         ]

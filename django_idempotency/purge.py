@@ -18,12 +18,16 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
+from django.db.models.sql.subqueries import DeleteQuery
 
 from . import cache_lock, conf
-from .models import IdempotencyRecord
+from .models import IdempotencyRecord, State
 from .options import MAX_DURATION
 
 logger = logging.getLogger("django_idempotency")
@@ -107,37 +111,99 @@ def delete_in_batches(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     alias = queryset.db
-    # Ordering by an indexed column makes each SELECT an index range scan that
-    # starts at the first remaining row, instead of a table scan that wades
-    # through the rows previous batches left dead.
+    connection = connections[alias]
     # With the Redis front, each batch's lookup hashes too, so that Redis
     # forgets what the database no longer holds.
     redis_front = conf.get_settings().lock == "cache"
-    ordered = queryset.order_by(order_by)
+    if connection.vendor not in ("postgresql", "sqlite"):
+        # MySQL/MariaDB refuse a LIMIT in an IN subquery.
+        return _select_then_delete(queryset, batch_size, order_by, on_batch)
+    # PostgreSQL, SQLite: each batch is one statement that picks its rows
+    # itself and hands back where it stopped (and the hashes).
     deleted = batches = 0
+    # Each batch starts where the last one stopped (ties included), so that
+    # its index range scan does not wade through the entries of the rows
+    # earlier batches deleted, which stay in the index until a vacuum.
+    # Rows below it cannot start to match: a record that is renewed or
+    # claimed again moves into the future.
+    bound: Any = None
     while True:
-        # No transaction spans the SELECT and the DELETE: the DELETE re-checks
-        # the filter anyway, and on SQLite a transaction that reads before it
-        # writes cannot wait for a concurrent writer ("database is locked").
-        hashes: list[str] = []
-        if redis_front:
-            rows = list(ordered.values_list("pk", "lookup_hash")[:batch_size])
-            ids = [pk for pk, _ in rows]
-            hashes = [lookup for _, lookup in rows]
-        else:
-            ids = list(ordered.values_list("pk", flat=True)[:batch_size])
-        if not ids:
+        todo = queryset if bound is None else queryset.filter(**{f"{order_by}__gte": bound})
+        batch = todo.order_by(order_by).values("pk")[:batch_size]
+        # The outer filter too, not only the subquery's: a row renewed while
+        # the statement waited for its lock is checked again, and kept.
+        sql, params = _delete_sql(queryset.filter(pk__in=batch), alias)
+        # No transaction: autocommit makes each batch one short transaction.
+        # _raw SQL, never the Collector, which would load every row (bodies
+        # included) as soon as a project connects any pre_delete/post_delete
+        # receiver.
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING {_returned(connection, order_by)}", params)
+            rows = cursor.fetchall()
+        if not rows:
             break
-        # One statement, so in autocommit one short transaction. _raw_delete,
-        # never the Collector, which would load every row (bodies included) as
-        # soon as a project connects any pre_delete/post_delete receiver.
-        count = queryset.filter(pk__in=ids)._raw_delete(alias)
-        cache_lock.forget_deleted(alias, hashes)
+        count = len(rows)
+        bound = _as_bound(connection, max(row[0] for row in rows))
+        if redis_front:
+            cache_lock.forget_deleted(alias, [row[1] for row in rows])
         deleted += count
         batches += 1
         if on_batch is not None:
             on_batch(count)
-        if len(ids) < batch_size:
+        if count < batch_size:
+            break
+    return deleted, batches
+
+
+def _returned(connection: BaseDatabaseWrapper, order_by: str) -> str:
+    """What each deleted row hands back: its ``order_by`` value and lookup hash."""
+    meta = IdempotencyRecord._meta
+    field = meta.pk if order_by == "pk" else meta.get_field(order_by)
+    column = getattr(field, "column", order_by)
+    return f"{connection.ops.quote_name(column)}, {connection.ops.quote_name('lookup_hash')}"
+
+
+def _as_bound(connection: BaseDatabaseWrapper, value: Any) -> Any:
+    """A value RETURNING handed back, as the ORM's filter takes it. SQLite
+    returns datetimes naive (in UTC when USE_TZ): read as Django reads them,
+    never as local time, which would move the bound by hours."""
+    if isinstance(value, (str, datetime)) and connection.vendor == "sqlite":
+        convert = connection.ops.convert_datetimefield_value  # type: ignore[attr-defined]
+        return convert(value, None, connection)
+    return value
+
+
+def _delete_sql(queryset: QuerySet[IdempotencyRecord], alias: str) -> tuple[str, tuple[Any, ...]]:
+    """The DELETE that ``queryset._raw_delete`` would send, as SQL and parameters."""
+    query = queryset.query.chain(DeleteQuery)
+    sql, params = query.get_compiler(alias).as_sql()
+    return sql, tuple(params)
+
+
+def _select_then_delete(
+    queryset: QuerySet[IdempotencyRecord],
+    batch_size: int,
+    order_by: str,
+    on_batch: Callable[[int], None] | None,
+) -> tuple[int, int]:
+    """MySQL/MariaDB with the Redis front: each batch's lookup hashes are read
+    first, so that Redis forgets what the DELETE removes."""
+    alias = queryset.db
+    ordered = queryset.order_by(order_by)
+    deleted = batches = 0
+    while True:
+        # No transaction spans the SELECT and the DELETE: the DELETE re-checks
+        # the filter anyway.
+        rows = list(ordered.values_list("pk", "lookup_hash")[:batch_size])
+        if not rows:
+            break
+        count = queryset.filter(pk__in=[pk for pk, _ in rows])._raw_delete(alias)
+        cache_lock.forget_deleted(alias, [lookup for _, lookup in rows])
+        deleted += count
+        batches += 1
+        if on_batch is not None:
+            on_batch(count)
+        if len(rows) < batch_size:
             break
     return deleted, batches
 
@@ -152,9 +218,9 @@ def purge(
 ) -> PurgeResult:
     """Delete expired records and abandoned in-progress records.
 
-    - expired: ``expires_at`` earlier than now minus ``older_than``;
-    - abandoned: still in progress with ``locked_until`` earlier than now
-      minus ``max(ABANDONED_MARGIN, older_than)``.
+    - expired: completed, ``expires_at`` earlier than now minus ``older_than``;
+    - abandoned: expired too, but still in progress, with ``locked_until``
+      earlier than now minus ``max(ABANDONED_MARGIN, older_than)``.
 
     ``database`` defaults to every alias ``IDEMPOTENCY["DATABASE"]`` names,
     one after the other (the first failing one raises). Call it outside any
@@ -179,16 +245,22 @@ def purge(
     alias = database or conf.get_settings().database
     started = time.monotonic()
     records = IdempotencyRecord.objects.using(alias)
+    # Both passes walk the expires_at index. An abandoned claim (its worker
+    # died) is deleted once it has expired, like any record: until then a
+    # retry takes it over. No index finds in-progress rows early without
+    # holding `state`, which the completion UPDATE writes, and such an index
+    # would cost every first request its HOT update (docs/performance.md).
+    past = records.expired(older_than)
+    expired = past.filter(state=State.COMPLETED)
     # An expired record that a request still works on (a takeover of an
-    # abandoned claim near the end of ttl) stays until its claim ends: deleting
-    # it would let a duplicate start a second live execution.
-    expired = records.expired(older_than).idle()
-    abandoned = records.abandoned(max(ABANDONED_MARGIN, older_than))
+    # abandoned claim near the end of ttl) stays until its claim ended long
+    # enough ago: deleting it would let a duplicate start a second live
+    # execution.
+    abandoned = past.abandoned(max(ABANDONED_MARGIN, older_than))
     if dry_run:
-        # Excluding the expired ones so no record is counted twice.
         result = PurgeResult(
             expired=expired.count(),
-            abandoned=abandoned.exclude(pk__in=expired.values("pk")).count(),
+            abandoned=abandoned.count(),
             batches=0,
             dry_run=True,
             seconds=time.monotonic() - started,
@@ -198,7 +270,7 @@ def purge(
             expired, batch_size=batch_size, order_by="expires_at", on_batch=on_batch
         )
         abandoned_count, abandoned_batches = delete_in_batches(
-            abandoned, batch_size=batch_size, order_by="locked_until", on_batch=on_batch
+            abandoned, batch_size=batch_size, order_by="expires_at", on_batch=on_batch
         )
         result = PurgeResult(
             expired=expired_count,
