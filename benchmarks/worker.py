@@ -445,7 +445,13 @@ def main_capture(plan: dict[str, Any]) -> dict[str, Any]:
     sent: list[dict[str, Any]] = []
 
     def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        sent.append({"sql": sql, "params": [_jsonable(p) for p in params or []]})
+        entry = {"sql": sql, "params": [_jsonable(p) for p in params or []]}
+        # What the server receives: Django binds psycopg's parameters
+        # client-side, so the statement arrives with its values inlined.
+        mogrify = getattr(context["cursor"].cursor, "mogrify", None)
+        if mogrify is not None:
+            entry["literal"] = mogrify(sql, params)
+        sent.append(entry)
         return execute(sql, params, many, context)
 
     set_floor_mode(name)
