@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -412,10 +411,12 @@ def failures_of(out: dict[str, Any]) -> str:
 
 
 def knee(series: dict[int, float]) -> int:
-    """The concurrency after which throughput grows by less than 10 %."""
+    """The concurrency after which throughput grows by less than 10 %: the
+    lowest one that no higher concurrency beats by more than 10 % (a dip
+    between two points of a noisy machine does not end the growth)."""
     conns = sorted(series)
-    for here, after in itertools.pairwise(conns):
-        if series[after] < series[here] * 1.10:
+    for i, here in enumerate(conns):
+        if all(series[later] < series[here] * 1.10 for later in conns[i + 1 :]):
             return here
     return conns[-1]
 
@@ -447,6 +448,7 @@ def measure(args: argparse.Namespace, servers: list[Server], scratch: Path) -> d
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     failed: dict[tuple[str, str, int], str] = {}
     notes: dict[str, list[str]] = {}
+    reruns: dict[str, list[int]] = {}
     total = len(jobs) * args.rounds
     done = 0
     for round_no in range(args.rounds):
@@ -476,12 +478,12 @@ def measure(args: argparse.Namespace, servers: list[Server], scratch: Path) -> d
             problem = failures_of(out)
             if replay and not problem:
                 ran = server.orders() - before
-                if ran:
-                    message = f"replays ran the view again ({ran} of {out['requests']})"
-                    if endpoint["strict"]:
-                        problem = message
-                    elif message not in notes.setdefault(name, []):
-                        notes[name].append(message)
+                if ran and endpoint["strict"]:
+                    problem = f"replays ran the view again ({ran} of {out['requests']})"
+                elif ran:
+                    counts = reruns.setdefault(name, [0, 0])
+                    counts[0] += ran
+                    counts[1] += out["requests"]
             if problem:
                 message = f"{name}/{scenario} at {c} connections: {problem}"
                 if endpoint["strict"]:
@@ -495,6 +497,10 @@ def measure(args: argparse.Namespace, servers: list[Server], scratch: Path) -> d
                 f"{out['rps']:.0f} req/s, p50 {out['p50_us'] / 1000:.2f} ms, "
                 f"p99 {out['p99_us'] / 1000:.2f} ms"
             )
+    for name, (ran, sent) in reruns.items():
+        notes.setdefault(name, []).append(
+            f"replays ran the view again: {ran} view runs for {sent} replays"
+        )
     return summarise(servers, samples, failed, notes, conns)
 
 
