@@ -631,6 +631,23 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_only(out: Path) -> int:
+    """http.md again from http.json, the knees recomputed (after a change of
+    their definition)."""
+    results = json.loads((out / "http.json").read_text())
+    conns = results["settings"]["conns"]
+    for entry in results["endpoints"]:
+        series = {int(c): v for c, v in entry.get("throughput", {}).items()}
+        if series:
+            at = knee(series) if len(series) == len(conns) else None
+            entry["knee"] = at
+            entry["rps_at_knee"] = series[at] if at else None
+    (out / "http.json").write_text(json.dumps(results, indent=1))
+    (out / "http.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -649,7 +666,12 @@ def main() -> int:
     )
     parser.add_argument("--python", help="interpreter of the servers (default: .venv-bench)")
     parser.add_argument("--out", help="output directory (default: benchmarks/published)")
+    parser.add_argument(
+        "--report", action="store_true", help="measure nothing: rewrite http.md from http.json"
+    )
     args = parser.parse_args()
+    if args.report:
+        return report_only(Path(args.out or HERE / "published"))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
