@@ -410,6 +410,14 @@ def failures_of(out: dict[str, Any]) -> str:
     return "; ".join(problems)
 
 
+def knee_label(at: int | None, conns: list[int]) -> str:
+    """The knee as printed: at the highest concurrency measured, throughput was
+    still growing there, so the knee is that or beyond."""
+    if at is None:
+        return "-"
+    return f"{at} or more" if at == max(conns) else str(at)
+
+
 def knee(series: dict[int, float]) -> int:
     """The concurrency after which throughput grows by less than 10 %: the
     lowest one that no higher concurrency beats by more than 10 % (a dip
@@ -614,7 +622,7 @@ def markdown(results: dict[str, Any]) -> str:
             for c in conns
         )
         lines.append(
-            f"| {e['package']} | {e['mode']} | {tp} | {e['knee'] or '-'} | "
+            f"| {e['package']} | {e['mode']} | {tp} | {knee_label(e['knee'], conns)} | "
             f"{e.get('x_plain_max_rps', 0):.2f}x |"
         )
     failed = [e for e in results["endpoints"] if e.get("failed")]

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from common import CREATED, HERE, PG, ROOT, drop_pg_database, fresh_pg_database, log, pg_name
-from http_run import knee
+from http_run import knee, knee_label
 
 CLIENTS = [1, 2, 4, 8, 16]
 SCRIPTS = ("pair", "request", "endpoint")
@@ -236,7 +236,8 @@ def markdown(results: dict[str, Any]) -> str:
     for name in SCRIPTS:
         entry = results["scripts"][name]
         tps = " | ".join(f"{entry['tps'][str(c)]:.0f}" for c in clients)
-        lines.append(f"| {labels[name][0]} | {labels[name][1]} | {tps} | {entry['knee']} |")
+        at = knee_label(entry["knee"], clients)
+        lines.append(f"| {labels[name][0]} | {labels[name][1]} | {tps} | {at} |")
     lines += ["", "Transactions per second (median over rounds): one run of the script each."]
     servers = results.get("servers")
     if servers:
@@ -246,7 +247,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"from `{servers['source']}`) serves {servers['rps']:.0f} first requests/s at its "
             f"knee ({servers['knee']} connections). The database completes "
             f"{servers['pairs']:.0f} claim + completion pairs/s at its knee "
-            f"({servers['pairs_knee']} clients), {servers['requests']:.0f} whole first "
+            f"({knee_label(servers['pairs_knee'], clients)} clients), "
+            f"{servers['requests']:.0f} whole first "
             f"requests/s: **{servers['per_db_pairs']:.1f}** such servers counting the "
             f"idempotency statements alone, **{servers['per_db_requests']:.1f}** counting the "
             f"endpoint's own INSERT too.",
