@@ -121,17 +121,17 @@ def over_http(ax: Any, results: dict[str, Any], http: dict[str, Any]) -> None:
     endpoint of the same run (HTTP: wrk's p50 at one connection)."""
     inproc = _in_process(results)
     names = [e["name"] for e in http["endpoints"] if e["name"] != "plain"]
-    series = [
-        ("first, in-process", lambda n: inproc.get(n, {}).get("first")),
-        ("first, HTTP", lambda n: _http(http, n, "first")),
-        ("replay, in-process", lambda n: inproc.get(n, {}).get("replay")),
-        ("replay, HTTP", lambda n: _http(http, n, "replay")),
+    series: list[tuple[str, list[float]]] = [
+        ("first, in-process", [inproc.get(n, {}).get("first") or 0 for n in names]),
+        ("first, HTTP", [_http(http, n, "first") or 0 for n in names]),
+        ("replay, in-process", [inproc.get(n, {}).get("replay") or 0 for n in names]),
+        ("replay, HTTP", [_http(http, n, "replay") or 0 for n in names]),
     ]
     width = 0.8 / len(series)
-    for i, (label, get) in enumerate(series):
+    for i, (label, values) in enumerate(series):
         ax.bar(
             [j + i * width for j in range(len(names))],
-            [get(n) or 0 for n in names],
+            values,
             width,
             label=label,
         )
@@ -145,9 +145,9 @@ def over_http(ax: Any, results: dict[str, Any], http: dict[str, Any]) -> None:
 
 
 def _http(http: dict[str, Any], name: str, scenario: str) -> float | None:
-    entry = next((e for e in http["endpoints"] if e["name"] == name), {})
+    entry: dict[str, Any] = next((e for e in http["endpoints"] if e["name"] == name), {})
     got = entry.get(scenario)
-    return got["x_plain_p50"] if got else None
+    return float(got["x_plain_p50"]) if got else None
 
 
 def main(source: str, target: str) -> int:

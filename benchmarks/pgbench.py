@@ -277,8 +277,8 @@ def main() -> int:
     args = parser.parse_args()
     out_dir = Path(args.out or HERE / "published")
     if args.report:
-        results = json.loads((out_dir / "pgbench.json").read_text())
-        return write(results, Path(args.http), out_dir)
+        published: dict[str, Any] = json.loads((out_dir / "pgbench.json").read_text())
+        return write(published, Path(args.http), out_dir)
     if not shutil.which("pgbench"):
         raise SystemExit("pgbench is not installed (apt-get install postgresql-client)")
     import run
