@@ -13,7 +13,7 @@ EXTRAS := dev,docs$(if $(HAVE_MYSQL_LIB),$(comma)mysql)
 # Named after the extras: installing the MySQL library later reinstalls with mysqlclient.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help install demo demo-asgi demo-client demo-script test test-only test-fast lint typecheck check-migrations matrix compat bench bench-smoke docs clean
+.PHONY: help install demo demo-asgi demo-client demo-script test test-only test-fast lint typecheck check-migrations matrix compat bench bench-smoke bench-http bench-pgbench docs clean
 
 help:
 	@echo "make demo    set up and start the sample project on http://127.0.0.1:8000/"
@@ -77,6 +77,15 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/run.py --smoke
+
+# Over HTTP: gunicorn and wrk, every configuration side by side (minutes; by hand).
+bench-http: $(STAMP)
+	$(BIN)/python benchmarks/http_run.py $(ARGS)
+
+# The app's claim and completion under pgbench: app servers per database. Run
+# after bench-http, whose per-server throughput it divides by.
+bench-pgbench: $(STAMP)
+	$(BIN)/python benchmarks/pgbench.py $(ARGS)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site

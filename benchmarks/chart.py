@@ -91,10 +91,76 @@ def by_package(ax: Any, results: dict[str, Any]) -> None:
     ax.legend(fontsize="small")
 
 
+def _in_process(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """x plain of first requests and replays in-process, by http.json's endpoint names."""
+    out: dict[str, dict[str, float]] = {}
+    wanted = {
+        ("database", "ours"): "ours",
+        ("database", "floor"): "floor",
+        ("cache", "ours"): "ours-redis",
+    }
+    for lock in ("database", "cache"):
+        rows = [
+            r
+            for r in results["overhead"]
+            if r["db"] == "postgresql" and r["lock"] == lock and r.get("sync", "on") == "on"
+        ]
+        plain = next((r for r in rows if r["variant"] == "plain" and r["scenario"] == "none"), None)
+        for r in rows:
+            name = wanted.get((lock, r["variant"]))
+            if plain and name and r["scenario"] in ("first", "replay"):
+                out.setdefault(name, {})[r["scenario"]] = r["median_us"] / plain["median_us"]
+    from peers import PEERS
+
+    modes = {(p["package"], p["mode"]): name for name, p in PEERS.items()}
+    for r in results.get("peers") or []:
+        name = modes.get((r["package"], r["mode"]))
+        if name and r.get("x_plain") is not None and r["scenario"] in ("first", "replay"):
+            out.setdefault(name, {})[r["scenario"]] = r["x_plain"]
+    return out
+
+
+def over_http(ax: Any, results: dict[str, Any], http: dict[str, Any]) -> None:
+    """In-process and over HTTP side by side: latency against the unprotected
+    endpoint of the same run (HTTP: wrk's p50 at one connection)."""
+    inproc = _in_process(results)
+    names = [e["name"] for e in http["endpoints"] if e["name"] != "plain"]
+    series: list[tuple[str, list[float]]] = [
+        ("first, in-process", [inproc.get(n, {}).get("first") or 0 for n in names]),
+        ("first, HTTP", [_http(http, n, "first") or 0 for n in names]),
+        ("replay, in-process", [inproc.get(n, {}).get("replay") or 0 for n in names]),
+        ("replay, HTTP", [_http(http, n, "replay") or 0 for n in names]),
+    ]
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        ax.bar(
+            [j + i * width for j in range(len(names))],
+            values,
+            width,
+            label=label,
+        )
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(
+        [j + width * 1.5 for j in range(len(names))], names, rotation=25, ha="right", fontsize=7
+    )
+    ax.set_ylabel("latency / unprotected endpoint (median)")
+    ax.set_title("In-process and over HTTP (gunicorn + wrk), PostgreSQL, sync on")
+    ax.legend(fontsize="small")
+
+
+def _http(http: dict[str, Any], name: str, scenario: str) -> float | None:
+    entry: dict[str, Any] = next((e for e in http["endpoints"] if e["name"] == name), {})
+    got = entry.get(scenario)
+    return float(got["x_plain_p50"]) if got else None
+
+
 def main(source: str, target: str) -> int:
     results = json.loads(Path(source).read_text())
+    # http_run.py's results, when they sit beside (benchmarks/published/http.json).
+    http_file = Path(source).with_name("http.json")
+    http = json.loads(http_file.read_text()) if http_file.exists() else None
     groups = sorted({(r["db"], r["lock"], r.get("sync", "on")) for r in results["overhead"]})
-    panels = len(groups) + bool(results.get("scale")) + bool(results.get("peers"))
+    panels = len(groups) + bool(results.get("scale")) + bool(results.get("peers")) + bool(http)
     if panels == 0:
         return 0  # nothing to draw (a correctness-only run)
     cols = 2
@@ -114,6 +180,8 @@ def main(source: str, target: str) -> int:
         by_size(rest.pop(0), results["scale"])
     if results.get("peers"):
         by_package(rest.pop(0), results)
+    if http:
+        over_http(rest.pop(0), results, http)
     for ax in rest:
         ax.axis("off")
     fig.suptitle(f"django-idempotency benchmark ({results['mode']} run)")

@@ -425,11 +425,50 @@ def main_setup(plan: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytes": bytes(value).hex()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return {"repr": str(value), "type": type(value).__name__}
+
+
+def main_capture(plan: dict[str, Any]) -> dict[str, Any]:
+    """The statements (SQL and parameters, as handed to the driver) that one
+    request of ``plan["scenario"]`` sends to ``plan["variant"]``: pgbench.py
+    replays the app's own claim and completion from them."""
+    setup_database()
+    variant, name = plan.get("variant", "ours"), plan.get("scenario", "first")
+    pool = make_pool(variant, "alice", 1) if name in ("replay", "mismatch") else []
+    scenario = Scenario(name, variant, "alice", pool)
+    run_block(scenario, 3, [])  # warm: the first request loads what is cached after
+    sent: list[dict[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        entry = {"sql": sql, "params": [_jsonable(p) for p in params or []]}
+        # What the server receives: Django binds psycopg's parameters
+        # client-side, so the statement arrives with its values inlined.
+        mogrify = getattr(context["cursor"].cursor, "mogrify", None)
+        if mogrify is not None:
+            entry["literal"] = mogrify(sql, params)
+        sent.append(entry)
+        return execute(sql, params, many, context)
+
+    set_floor_mode(name)
+    body, headers = scenario.request()
+    with connection.execute_wrapper(capture):
+        status, _ = call(scenario.path, body, headers)
+    if status not in EXPECTED[name]:
+        raise BenchError(f"{variant}/{name}: answered {status} while capturing")
+    return {"statements": sent, "headers": headers, "body": body.decode()}
+
+
 ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "measure": main_measure,
     "serve": main_serve,
     "profile": main_profile,
     "setup": main_setup,
+    "capture": main_capture,
 }
 
 
