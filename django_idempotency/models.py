@@ -49,7 +49,10 @@ class RecordQuerySet(models.QuerySet["IdempotencyRecord"]):
         return self.filter(Q(state=State.COMPLETED) | Q(locked_until__lte=self._ago()))
 
     def abandoned(self, older_than: timedelta = timedelta()) -> RecordQuerySet:
-        """In progress, its lock run out (at least ``older_than`` ago)."""
+        """In progress, its lock run out (at least ``older_than`` ago).
+
+        No index serves this (one on ``state`` would keep every completion
+        UPDATE from being HOT on PostgreSQL): it reads the table."""
         return self.filter(state=State.IN_PROGRESS, locked_until__lte=self._ago(older_than))
 
     def delete(self) -> tuple[int, dict[str, int]]:

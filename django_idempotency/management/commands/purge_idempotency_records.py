@@ -30,8 +30,8 @@ from django_idempotency.purge import (
 
 class Command(BaseCommand):
     help = (
-        "Delete idempotency records past their expiry and in-progress records "
-        "abandoned long ago, in small batches; safe to run while traffic flows."
+        "Delete idempotency records past their expiry (abandoned in-progress "
+        "claims included), in small batches; safe to run while traffic flows."
     )
 
     # Under cron every few minutes, a system check warning of the project
