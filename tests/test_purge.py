@@ -607,3 +607,25 @@ def test_the_purge_leaves_the_sessions_settings_alone() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_batches_resume_where_the_last_stopped_whatever_the_time_zone(
+    settings: Settings, zone: str
+) -> None:
+    # Each batch starts at the expiry where the previous one stopped. Read in
+    # the wrong zone, that bound would jump hours ahead and leave rows behind.
+    settings.TIME_ZONE = zone
+    now = timezone.now()
+    for hours in range(1, 12):
+        RecordFactory.create_batch(
+            3,
+            created_at=now - dt.timedelta(hours=hours, days=1),
+            expires_at=now - dt.timedelta(hours=hours),
+        )
+    keep = live(2)
+
+    result = purge(batch_size=4)
+
+    assert result.expired == 33
+    assert remaining_ids() == {r.pk for r in keep}
