@@ -115,3 +115,15 @@ def fresh_database(db: str, purpose: str) -> str | None:
         fresh_mariadb_database(name)
         return name
     return None
+
+
+def publish(out_dir: Path, stem: str, results: dict[str, Any], table: str) -> None:
+    """Write ``<stem>.json`` (the raw figures) and ``<stem>.md`` (their table)
+    to ``out_dir``, and print the table."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (out_dir / f"{stem}.md").write_text(table)
+    print(table)
+    log(f"wrote {out_dir}/{stem}.json, {stem}.md")

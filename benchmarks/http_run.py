@@ -53,7 +53,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import CREATED, HERE, ROOT, drop_pg_database, fresh_pg_database, log, pg_name
+from common import CREATED, HERE, ROOT, drop_pg_database, fresh_pg_database, log, pg_name, publish
 
 BODY = json.dumps({"amount": 1000, "note": "bench"})
 #: Replays send their own body, so that the view runs they cause are counted
@@ -719,12 +719,7 @@ def main() -> int:
         for name in sorted(CREATED):
             drop_pg_database(name)
     results["elapsed_s"] = round(time.time() - started, 1)
-    out = Path(args.out or HERE / "published")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "http.json").write_text(json.dumps(results, indent=1))
-    (out / "http.md").write_text(markdown(results))
-    print(markdown(results))
-    log(f"wrote {out}/http.json, http.md")
+    publish(Path(args.out or HERE / "published"), "http", results, markdown(results))
     return 0
 
 

@@ -49,7 +49,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import CREATED, HERE, PG, ROOT, drop_pg_database, fresh_pg_database, log, pg_name
+from common import (
+    CREATED,
+    HERE,
+    PG,
+    ROOT,
+    drop_pg_database,
+    fresh_pg_database,
+    log,
+    pg_name,
+    publish,
+)
 from http_run import knee, knee_label
 
 CLIENTS = [1, 2, 4, 8, 16]
@@ -350,11 +360,7 @@ def write(results: dict[str, Any], http: Path, out_dir: Path) -> int:
             "per_db_pairs": pair["tps_at_knee"] / server["rps"],
             "per_db_requests": whole["tps_at_knee"] / server["rps"],
         }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "pgbench.json").write_text(json.dumps(results, indent=1))
-    (out_dir / "pgbench.md").write_text(markdown(results))
-    print(markdown(results))
-    log(f"wrote {out_dir}/pgbench.json, pgbench.md")
+    publish(out_dir, "pgbench", results, markdown(results))
     return 0
 
 
