@@ -38,8 +38,11 @@ class Server:
     def post(self, path: str, key: str, **kwargs: Any) -> Any:
         headers = {"Idempotency-Key": key, "X-Api-Key": CLIENT_API_KEY, **kwargs.pop("headers", {})}
         return requests.post(
-            self.url + path, json=kwargs.pop("json", {"amount": 1}), headers=headers,
-            timeout=60, **kwargs,
+            self.url + path,
+            json=kwargs.pop("json", {"amount": 1}),
+            headers=headers,
+            timeout=60,
+            **kwargs,
         )
 
     def fire(self, path: str, key: str, n: int, **kwargs: Any) -> list[requests.Response]:
@@ -95,19 +98,44 @@ def _start(
         if env_extra.get("SERVER_ASGI") == "1":
             # uvicorn's own supervisor: several worker processes, a dead one replaced.
             command = [
-                sys.executable, "-m", "uvicorn", "tests.concurrency.asgi:application",
-                "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--timeout-graceful-shutdown", "2",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.concurrency.asgi:application",
+                "--workers",
+                str(workers),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "2",
             ]
         else:
             command = [
-                sys.executable, "-m", "gunicorn", "tests.concurrency.wsgi:application",
-                "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-                "--timeout", "120", "--graceful-timeout", "2", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tests.concurrency.wsgi:application",
+                "--workers",
+                str(workers),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "2",
+                "--log-level",
+                "warning",
             ]
         process = subprocess.Popen(
             command,
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
@@ -190,8 +218,11 @@ def pgbouncer(
     with django_db_blocker.unblock():
         settings = connection.settings_dict
     running = bouncer.start(
-        binary, tmp_path_factory.mktemp("pgbouncer"),
-        settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432), settings["USER"],
+        binary,
+        tmp_path_factory.mktemp("pgbouncer"),
+        settings["HOST"] or "127.0.0.1",
+        int(settings["PORT"] or 5432),
+        settings["USER"],
         settings["PASSWORD"],
     )
     yield running.port

@@ -77,14 +77,15 @@ def test_killed_worker_is_taken_over_by_exactly_one_retry(
 
 @pytest.mark.parametrize(("path", "env"), MODES)
 def test_slow_worker_cannot_overwrite_the_new_owner(
-    server_factory: ServerFactory, path: str, env: dict[str, Any]
+    server_factory: ServerFactory, path: str, env: dict[str, Any], tmp_path: Path
 ) -> None:
     _skip_sqlite_writer_lock(path, env)
     server = server_factory(**env)
     key = f"slow-owner-{path.strip('/')}-{len(env)}"
-    # The clock is moved past lock_timeout while it sleeps: it outlives its claim.
+    # The clock is moved past lock_timeout while it is held: it outlives its claim.
+    release = tmp_path / "release"
     slow = Background(
-        lambda: server.post(path, key, headers={"X-Sleep": "3", "X-Request-Id": "slow-one"})
+        lambda: server.post(path, key, headers={"X-Hold": str(release), "X-Request-Id": "slow-one"})
     )
     wait_for_claim(key)
     wait_for_lock_expiry(key)
@@ -92,6 +93,7 @@ def test_slow_worker_cannot_overwrite_the_new_owner(
     assert new_owner.status_code == 201
     assert "Idempotent-Replayed" not in new_owner.headers
     assert slow.running
+    release.touch()
 
     slow_response = slow.result()
     record = IdempotencyRecord.objects.get(key=key)

@@ -210,8 +210,12 @@ def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(
     db = connection.settings_dict
     name = connection.ops.quote_name(db["NAME"])
     admin = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
-        dbname="postgres", autocommit=True,
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
     )
     try:
         admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")

@@ -3,6 +3,7 @@ not after it, in atomic mode and under ATOMIC_REQUESTS too (PostgreSQL and
 MySQL/MariaDB; SQLite has one writer, see docs/concurrency.md)."""
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ MODES = [
 
 @pytest.mark.parametrize(("path", "env"), MODES)
 def test_duplicate_is_answered_while_the_first_request_runs(
-    server_factory: ServerFactory, path: str, env: dict[str, Any]
+    server_factory: ServerFactory, path: str, env: dict[str, Any], tmp_path: Path
 ) -> None:
     if env.get("SERVER_LOCK") and os.environ.get("IDEMPOTENCY_TEST_REDIS_AVAILABLE") == "0":
         pytest.skip("Redis is not reachable")
@@ -36,7 +37,8 @@ def test_duplicate_is_answered_while_the_first_request_runs(
         pytest.skip("SQLite has one writer: duplicates wait for a writing transaction")
     server = server_factory(**env)
     key = f"slow-{path.strip('/')}-{len(env)}"
-    first = Background(lambda: server.post(path, key, headers={"X-Sleep": "3"}))
+    release = tmp_path / "release"
+    first = Background(lambda: server.post(path, key, headers={"X-Hold": str(release)}))
     wait_for_claim(key)
 
     duplicate = server.post(path, key)
@@ -52,6 +54,7 @@ def test_duplicate_is_answered_while_the_first_request_runs(
     assert other_body.status_code == 422
     assert other_body.json()["code"] == "idempotency_key_reused"
 
+    release.touch()
     original = first.result()
     assert original.status_code == 201
     retry = server.post(path, key)

@@ -67,11 +67,12 @@ def test_simultaneous_duplicates_run_the_view_once(
 
 @pytest.mark.parametrize(("path", "env"), MODES)
 def test_duplicate_is_answered_409_while_the_first_request_runs(
-    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any]
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any], tmp_path: Path
 ) -> None:
     server = through_pgbouncer(**env)
     key = f"pgb-slow-{path.strip('/')}-{len(env)}"
-    first = Background(lambda: server.post(path, key, headers={"X-Sleep": "1"}))
+    release = tmp_path / "release"
+    first = Background(lambda: server.post(path, key, headers={"X-Hold": str(release)}))
     wait_for_claim(key)
 
     duplicate = server.post(path, key)
@@ -80,6 +81,7 @@ def test_duplicate_is_answered_409_while_the_first_request_runs(
     assert duplicate.json()["code"] == "idempotency_request_in_progress"
     assert duplicate.headers["Retry-After"]
 
+    release.touch()
     original = first.result()
     assert original.status_code == 201
     replay = server.post(path, key)
@@ -119,12 +121,13 @@ def test_killed_worker_is_taken_over_by_exactly_one_retry(
 
 @pytest.mark.parametrize(("path", "env"), MODES)
 def test_slow_owner_cannot_overwrite_the_new_owner(
-    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any]
+    through_pgbouncer: ServerFactory, path: str, env: dict[str, Any], tmp_path: Path
 ) -> None:
     server = through_pgbouncer(**env)
     key = f"pgb-fenced-{path.strip('/')}-{len(env)}"
+    release = tmp_path / "release"
     slow = Background(
-        lambda: server.post(path, key, headers={"X-Sleep": "1", "X-Request-Id": "slow-one"})
+        lambda: server.post(path, key, headers={"X-Hold": str(release), "X-Request-Id": "slow-one"})
     )
     wait_for_claim(key)
     wait_for_lock_expiry(key)
@@ -132,6 +135,7 @@ def test_slow_owner_cannot_overwrite_the_new_owner(
     assert new_owner.status_code == 201
     assert "Idempotent-Replayed" not in new_owner.headers
     assert slow.running
+    release.touch()
 
     slow_response = slow.result()
     record = IdempotencyRecord.objects.get(key=key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,11 +142,12 @@ def test_when_the_first_request_fails_one_waiting_duplicate_runs_it(
 
 
 def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     server = _server(server_factory, {})
     key = "wait-short"
-    first = Background(lambda: server.post("wait-short/", key, headers={"X-Sleep": "4"}))
+    release = tmp_path / "release"
+    first = Background(lambda: server.post("wait-short/", key, headers={"X-Hold": str(release)}))
     wait_for_claim(key)
 
     started = time.monotonic()
@@ -157,6 +159,7 @@ def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(
     assert duplicate.json()["code"] == "idempotency_request_in_progress"
     assert duplicate.headers["Retry-After"]
     assert 1.0 <= waited < 3.0, waited  # wait=1 s
+    release.touch()
     assert first.result().status_code == 201
     assert Payment.objects.filter(reference=key).count() == 1
 

@@ -2,6 +2,8 @@
 the idempotency key, so a test counts executions per key. The ``X-Sleep``
 header (not part of the fingerprint) makes a request slow; ``X-Pid-Dir`` makes
 the worker write its pid to a file there before sleeping, so a test can kill it.
+``X-Hold`` names a file the view waits for before it answers: a test releases a
+slow request when it has seen what it needs, so no machine is too slow for it.
 
 The ``wait`` views (docs/recipes/wait.md) fail after their sleep when the
 request carries ``X-Fail``, before creating anything.
@@ -25,6 +27,9 @@ from tests.testapp.models import Payment
 #: the sharded servers serve these two views unprotected by atomic mode.
 ATOMIC = os.environ.get("SERVER_SHARDED") != "1"
 
+#: A held request answers anyway after this long, so a failed test cannot hang a worker.
+HOLD_LIMIT = 60.0
+
 if os.environ.get("SERVER_SAFETY_INTERVAL"):
     # test_wait's timing test: with a long safety look, a waiter whose wake-up
     # never came is answered at its deadline, far from any delay of a busy machine.
@@ -40,6 +45,10 @@ def _work(request: Request) -> Response:
     if pid_dir:
         Path(pid_dir, f"{key}.pid").write_text(str(os.getpid()))
     time.sleep(float(request.headers.get("X-Sleep", "0")))
+    hold = request.headers.get("X-Hold")
+    deadline = time.monotonic() + HOLD_LIMIT
+    while hold and not Path(hold).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return Response({"id": payment.pk, "pid": os.getpid()}, status=201)
 
 
@@ -65,6 +74,10 @@ async def _work_async(request: Request) -> Response:
     if pid_dir:
         Path(pid_dir, f"{key}.pid").write_text(str(os.getpid()))
     await asyncio.sleep(float(request.headers.get("X-Sleep", "0")))
+    hold = request.headers.get("X-Hold")
+    deadline = time.monotonic() + HOLD_LIMIT
+    while hold and not Path(hold).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     return Response({"id": payment.pk, "pid": os.getpid()}, status=201)
 
 
