@@ -111,9 +111,14 @@ def _body_digest(request: Request) -> bytes:
     django_request = request._request
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     length = int(django_request.META.get("CONTENT_LENGTH") or 0)
-    if (django_request.content_type or "").startswith("multipart/") or (
-        limit is not None and length > limit
-    ):
+    if limit is not None and length > limit:
+        return _parsed_digest(request)
+    if (django_request.content_type or "").startswith("multipart/"):
+        if not django_request._read_started:  # type: ignore[attr-defined]
+            # Parsing the form would use up the stream, and a view that then
+            # reads request.body (a webhook's signature check) would get a 500.
+            # Buffered first, both the parser and the view read the copy.
+            django_request.body  # noqa: B018
         return _parsed_digest(request)
     try:
         return hashlib.sha256(django_request.body).digest()

@@ -48,9 +48,7 @@ def stub_server(*script: tuple[int, dict[str, str], bytes]) -> Iterator[Stub]:
             else:
                 body = self.rfile.read(length)
             with lock:
-                stub.received.append(
-                    Received(self.command, dict(self.headers.items()), body)
-                )
+                stub.received.append(Received(self.command, dict(self.headers.items()), body))
                 index = min(len(stub.received), len(stub.script)) - 1
             status, headers, content = stub.script[index]
             self.send_response(status)

@@ -241,7 +241,9 @@ def test_the_engines_blocking_work_runs_off_the_event_loop() -> None:
         slow.set()
         for _ in range(2):  # the first request, then its replay
             await client.post(
-                "/async/function/", {"amount": 10}, content_type="application/json",
+                "/async/function/",
+                {"amount": 10},
+                content_type="application/json",
                 headers=headers,
             )
         slow.clear()

@@ -257,8 +257,6 @@ def test_takeover_near_ttl_end_cannot_be_stolen_while_it_runs() -> None:
 # Redis: responses cached only after the caller's transaction commits -------------------
 
 
-
-
 @pytest.fixture
 def redis_front() -> Iterator[None]:
     prefix = f"review-{uuid.uuid4().hex[:8]}"

@@ -53,9 +53,7 @@ def test_a_live_record_is_never_taken_over(same_request: bool) -> None:
 def test_an_abandoned_claim_is_taken_over_by_the_same_request_only() -> None:
     # Another body with the key of a crashed request is a reuse (422), not a retry.
     assert should_take_over(found(state=State.IN_PROGRESS, abandoned=True))
-    assert not should_take_over(
-        found(state=State.IN_PROGRESS, abandoned=True, same_request=False)
-    )
+    assert not should_take_over(found(state=State.IN_PROGRESS, abandoned=True, same_request=False))
 
 
 @pytest.mark.parametrize("same_request", [True, False])

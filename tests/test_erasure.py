@@ -405,9 +405,7 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(
-    tmp_path: Path, settings_body: str, *args: str
-) -> subprocess.CompletedProcess[str]:
+def _run_manage(tmp_path: Path, settings_body: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "erasure_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,

@@ -1,6 +1,7 @@
 """The default fingerprint compares what the client meant to send, not how
 its HTTP library happened to encode it."""
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -31,11 +32,15 @@ def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
 
 
 def send(
-    client: APIClient, boundary: str, amount: str = "3", file_content: bytes = b"receipt"
+    client: APIClient,
+    boundary: str,
+    amount: str = "3",
+    file_content: bytes = b"receipt",
+    path: str = "/function/",
 ) -> Any:
     return client.generic(
         "POST",
-        "/function/",
+        path,
         multipart(boundary, amount, file_content),  # type: ignore[arg-type]  # stubs: str; Django takes bytes
         content_type=f"multipart/form-data; boundary={boundary}",
         HTTP_IDEMPOTENCY_KEY="upload-1",
@@ -52,9 +57,22 @@ def test_multipart_retry_with_a_new_boundary_is_the_same_request() -> None:
     assert Payment.objects.count() == 1
 
 
-@pytest.mark.parametrize(
-    ("amount", "file_content"), [("4", b"receipt"), ("3", b"another receipt")]
-)
+def test_a_view_reading_the_raw_bytes_of_a_multipart_request_gets_them() -> None:
+    client = api_client()
+    first = send(client, "boundaryAAA", path="/raw-body/")
+    assert first.status_code == 201, first.content
+    assert (
+        first.json()["sha256"]
+        == hashlib.sha256(multipart("boundaryAAA", "3", b"receipt")).hexdigest()
+    )
+    retry = send(client, "boundaryBBB", path="/raw-body/")
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.json() == first.json()
+    assert send(client, "boundaryCCC", amount="4", path="/raw-body/").status_code == 422
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize(("amount", "file_content"), [("4", b"receipt"), ("3", b"another receipt")])
 def test_multipart_with_other_fields_or_file_content_is_a_reuse(
     amount: str, file_content: bytes
 ) -> None:

@@ -41,7 +41,8 @@ def test_atomic_mode_covers_the_records_alias_only() -> None:
     # "default" is not rolled back. docs/concurrency.md says so.
     client = api_client()
     with pytest.raises(RuntimeError):
-        client.post("/atomic/?fail=raise", {"amount": 1}, format="json",
-                    HTTP_IDEMPOTENCY_KEY="multi-atomic")
+        client.post(
+            "/atomic/?fail=raise", {"amount": 1}, format="json", HTTP_IDEMPOTENCY_KEY="multi-atomic"
+        )
     assert not IdempotencyRecord.objects.using("records").filter(key="multi-atomic").exists()
     assert Payment.objects.using("default").count() == 1

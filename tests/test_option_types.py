@@ -11,7 +11,7 @@ import django_idempotency
 from django_idempotency.option_types import IdempotencyOptions
 from django_idempotency.options import SPECS
 
-VIEWS = '''\
+VIEWS = """\
 from datetime import timedelta
 
 from rest_framework.decorators import api_view
@@ -46,7 +46,7 @@ def wrong_type(request: Request) -> Response:
 
 class Transfers(IdempotencyMixin, CreateAPIView):  # type: ignore[type-arg]
     idempotency_options = {"tll": 60}  # line 34
-'''
+"""
 
 
 def test_the_typed_options_are_the_options() -> None:

@@ -313,9 +313,7 @@ def test_a_record_renewed_while_the_delete_waits_for_it_is_kept(each_way: str) -
             cursor.execute(
                 f"UPDATE {table} SET expires_at = %s WHERE id = %s",
                 [
-                    renewer.ops.adapt_datetimefield_value(
-                        timezone.now() + dt.timedelta(hours=24)
-                    ),
+                    renewer.ops.adapt_datetimefield_value(timezone.now() + dt.timedelta(hours=24)),
                     victim.pk,
                 ],
             )
@@ -470,9 +468,7 @@ def test_command_rejects_bad_options(args: list[Any], message: str) -> None:
     assert IdempotencyRecord.objects.count() == 1
 
 
-def _run_manage(
-    tmp_path: Path, settings_body: str, *args: str
-) -> subprocess.CompletedProcess[str]:
+def _run_manage(tmp_path: Path, settings_body: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "purge_test_settings.py").write_text(settings_body)
     env = {
         **os.environ,

@@ -724,9 +724,7 @@ def test_the_retrying_client_makes_one_transfer_per_operation_through_timeouts(
     Token.objects.get_or_create(user=alice)
     out = io.StringIO()
 
-    call_command(
-        "demo_client", url=sample_server, transfers=2, delay=1.0, timeout=0.3, stdout=out
-    )
+    call_command("demo_client", url=sample_server, transfers=2, delay=1.0, timeout=0.3, stdout=out)
 
     text = out.getvalue()
     assert "2 transfers asked for, 2 made." in text

@@ -21,6 +21,7 @@ urlpatterns = [
     path("binary/", views.binary_view),
     path("streaming/", views.streaming_view),
     path("plain-json/", views.plain_json_view),
+    path("raw-body/", views.raw_body_view),
     path("apiview/", views.PaymentAPIView.as_view()),
     path("generic/", views.PaymentCreateView.as_view()),
     path("private/", views.PrivateView.as_view()),

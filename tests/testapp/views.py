@@ -1,3 +1,4 @@
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -86,6 +87,16 @@ def binary_view(request: Request) -> HttpResponse:
 def streaming_view(request: Request) -> StreamingHttpResponse:
     Payment.objects.create(amount=1)
     return StreamingHttpResponse(iter([b"a", b"b"]), content_type="text/plain")
+
+
+@api_view(["POST"])
+@idempotent
+def raw_body_view(request: Request) -> Response:
+    """Reads the raw bytes, as a view checking a webhook signature does, then
+    the parsed form."""
+    digest = hashlib.sha256(request.body).hexdigest()
+    payment = Payment.objects.create(amount=int(cast(Any, request.data)["amount"]))
+    return Response({"id": payment.pk, "sha256": digest}, status=201)
 
 
 @api_view(["POST"])
