@@ -136,6 +136,13 @@ def test_a_look_up_costs_one_statement(client: APIClient) -> None:
     assert len(queries) == 1  # the API key authenticates without the database
 
 
+def test_a_key_with_a_percent_sign_is_found_when_the_url_encodes_it(client: APIClient) -> None:
+    key = "bytes-%FF%FE"  # as the client sent it: ASCII, the percent signs included
+    send(client, "/function/", key)
+
+    assert look_up(client, "bytes-%25FF%25FE").json()["key"] == key
+
+
 def test_a_key_with_a_slash_is_found(client: APIClient) -> None:
     key = "orders/2024/0001"
     send(client, "/function/", key)
