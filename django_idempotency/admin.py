@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, reverse
 from django.utils import dateformat, timezone
@@ -93,6 +93,37 @@ class RecordChangeList(ChangeList):
 DATABASE_PARAMETER = "database"
 
 
+def _carried_filters(request: HttpRequest) -> QueryDict:
+    return QueryDict(_only_value(request.GET, "_changelist_filters") or "")
+
+
+def _only_value(query: QueryDict, name: str) -> str | None:
+    values = query.getlist(name)
+    if len(values) > 1:
+        # Django would take the last; a page must not guess which record it is about.
+        raise Http404(_("This page names “{name}” more than once.").format(name=name))
+    return values[0] if values else None
+
+
+def carry_database(request: HttpRequest) -> HttpResponseRedirect | None:
+    """A record's page reached with a bare ``?database=`` (a hand-made link):
+    the redirect to it with the alias inside ``_changelist_filters``, where
+    Django's links to the record's delete and history pages carry it. Without
+    it those links would name no database and act on the first one's record
+    with the same primary key."""
+    if request.method not in ("GET", "HEAD") or DATABASE_PARAMETER not in request.GET:
+        return None
+    alias = selected_database(request)  # refuses two different or unknown aliases
+    if _only_value(_carried_filters(request), DATABASE_PARAMETER) is not None:
+        return None  # already carried, and the same alias
+    query = request.GET.copy()
+    del query[DATABASE_PARAMETER]
+    filters = _carried_filters(request).copy()
+    filters[DATABASE_PARAMETER] = alias
+    query["_changelist_filters"] = filters.urlencode()
+    return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
+
+
 def selected_database(request: HttpRequest) -> str:
     """The records alias this admin page shows: the shard selector's choice,
     on the list or carried to a record's page in ``_changelist_filters``;
@@ -105,8 +136,8 @@ def selected_database(request: HttpRequest) -> str:
     rather than a page about one record that acts on another.
     """
     aliases = conf.get_settings().databases
-    given = request.GET.get(DATABASE_PARAMETER)
-    carried = QueryDict(request.GET.get("_changelist_filters", "")).get(DATABASE_PARAMETER)
+    given = _only_value(request.GET, DATABASE_PARAMETER)
+    carried = _only_value(_carried_filters(request), DATABASE_PARAMETER)
     if given is not None and carried is not None and given != carried:
         raise Http404(_("This page names two records databases."))
     chosen = given if given is not None else carried
@@ -459,6 +490,27 @@ class IdempotencyRecordAdmin(_ModelAdmin):
                 messages.INFO,
             )
         return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return carry_database(request) or super().change_view(
+            request, object_id, form_url, extra_context
+        )
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return carry_database(request) or super().delete_view(request, object_id, extra_context)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return carry_database(request) or super().history_view(request, object_id, extra_context)
 
     def render_change_form(
         self,

@@ -367,6 +367,41 @@ def test_admin_refuses_a_page_that_names_two_shards(admin_client: Client) -> Non
 
 
 @override_settings(IDEMPOTENCY=SHARDED)
+def test_a_record_page_named_by_its_database_links_delete_and_history_to_that_database(
+    admin_client: Client,
+) -> None:
+    for alias in SHARDS:  # primary keys repeat across shards
+        other = record_on(alias, pk=4242, key=f"kept-on-{alias}")
+    change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[other.pk])
+    delete = reverse("admin:django_idempotency_idempotencyrecord_delete", args=[other.pk])
+    history = reverse("admin:django_idempotency_idempotencyrecord_history", args=[other.pk])
+
+    # A hand-made link names the shard as the list does: the page moves it to
+    # where Django's own links carry the list's filters.
+    page = admin_client.get(change, {"database": "records_2"}, follow=True)
+    assert page.status_code == 200
+    assert b"kept-on-records_2" in page.content
+    carried = "_changelist_filters=database%3Drecords_2"
+    assert f'{delete}?{carried}"'.encode() in page.content
+    assert f'{history}?{carried}"'.encode() in page.content
+
+    confirm = admin_client.get(delete, {"database": "records_2"}, follow=True)
+    assert b"kept-on-records_2" in confirm.content
+    assert admin_client.post(f"{delete}?{carried}", {"post": "yes"}).status_code == 302
+    assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [1, 0]
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_admin_refuses_a_page_that_names_its_database_twice(admin_client: Client) -> None:
+    record = record_on("records_2", key="kept-on-records_2")
+    change = reverse("admin:django_idempotency_idempotencyrecord_change", args=[record.pk])
+    twice = "database=records&database=records_2"
+    assert admin_client.get(f"{reverse(CHANGELIST)}?{twice}").status_code == 404
+    assert admin_client.get(change, {"_changelist_filters": twice}).status_code == 404
+    assert admin_client.get(f"{change}?database=records_2&database=records_2").status_code == 404
+
+
+@override_settings(IDEMPOTENCY=SHARDED)
 def test_admin_answers_404_for_a_database_that_holds_no_records(admin_client: Client) -> None:
     for database in ("default", "nowhere"):
         listing = admin_client.get(reverse(CHANGELIST), {"database": database})
