@@ -1,0 +1,199 @@
+"""What the claim statement costs on PostgreSQL, and what other forms of it
+would cost (issue 13: the first request's overhead against the floor's).
+
+    .venv/bin/python benchmarks/claim_statement.py [--rounds 5] [--n 1000]
+
+Each form runs on one connection of a fresh database, interleaved with the
+others in every round, and is reported as its median time per statement and
+as a ratio to the floor's INSERT (one narrow row, two indexes) of the same
+round: this machine is shared, so only the ratios carry over. The forms:
+
+- ``shipped``: the engine's statement (``store.insert_or_fetch``), the
+  INSERT and the SELECT of an existing row in one CTE, planned on every call;
+- ``upsert``: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` alone; a replay
+  then needs the SELECT as a second statement;
+- ``function``: the same INSERT and SELECT inside a PL/pgSQL function,
+  whose plans PostgreSQL caches per server connection (so even behind a
+  transaction pooler), created by this script only: not shipped.
+
+``first`` claims a new key; ``replay`` sends a key that exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from common import drop_pg_database, fresh_pg_database, pg_name  # noqa: E402
+
+FUNCTION = """
+CREATE FUNCTION bench_claim(
+  p_hash text, p_key text, p_scope text, p_endpoint text, p_method text, p_path text,
+  p_fp text, p_state text, p_token text, p_request_id text,
+  p_lock double precision, p_ttl double precision, p_fps text[])
+RETURNS TABLE (id bigint, claimed boolean, state text, same boolean, token text,
+  request_id text, status integer, headers text, body bytea, expired boolean,
+  lock_expired boolean, expires_at timestamptz, now timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY INSERT INTO {table} AS r (lookup_hash, key, scope, endpoint, method, path,
+      fingerprint, state, token, request_id, response_headers, created_at, locked_until,
+      expires_at)
+    VALUES (p_hash, p_key, p_scope, p_endpoint, p_method, p_path, p_fp, p_state, p_token,
+      p_request_id, '', statement_timestamp(),
+      statement_timestamp() + p_lock * interval '1 second',
+      statement_timestamp() + p_ttl * interval '1 second')
+    ON CONFLICT (lookup_hash) DO NOTHING
+    RETURNING r.id, TRUE, NULL::text, FALSE, NULL::text, NULL::text, NULL::integer,
+      NULL::text, NULL::bytea, FALSE, FALSE, r.expires_at, NULL::timestamptz;
+  IF NOT FOUND THEN
+    RETURN QUERY SELECT r.id, FALSE, r.state::text, r.fingerprint = ANY(p_fps),
+      r.token::text, r.request_id::text, r.response_status::integer,
+      r.response_headers::text,
+      CASE WHEN r.fingerprint = ANY(p_fps) THEN r.response_body END,
+      r.expires_at <= statement_timestamp(), r.locked_until <= statement_timestamp(),
+      r.expires_at, statement_timestamp()
+    FROM {table} r WHERE r.lookup_hash = p_hash;
+  END IF;
+END $$
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=1000, help="statements per form and round")
+    args = parser.parse_args()
+    name = pg_name("claim")
+    fresh_pg_database(name)
+    os.environ["BENCH_CONFIG"] = json.dumps({"db": "postgresql", "name": name, "sync": "on"})
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchsite.settings"
+    try:
+        return _measure(args.rounds, args.n)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_pg_database(name)
+
+
+def _measure(rounds: int, n: int) -> int:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from django_idempotency import store
+    from django_idempotency.models import IdempotencyRecord
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    d = store.Dialect(connection)
+    sql = store._claim_statements(d, 1)
+
+    def new() -> store.NewRecord:
+        key = uuid.uuid4().hex
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return store.NewRecord(
+            lookup_hash=digest,
+            key=key,
+            scope="user:1",
+            endpoint="POST /payments/",
+            method="POST",
+            path="/payments/",
+            fingerprints=(digest,),
+            request_id=uuid.uuid4().hex,
+            ttl=timedelta(days=1),
+            lock_timeout=timedelta(seconds=60),
+        )
+
+    existing = new()
+    with connection.cursor() as cursor:
+        cursor.execute(FUNCTION.format(table=table))
+        cursor.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, k varchar(255) UNIQUE)")
+    store.insert_or_fetch(connection, existing)
+
+    def run(statements: list[tuple[str, list[Any]]]) -> None:
+        with connection.cursor() as cursor:
+            for text, params in statements:
+                cursor.execute(text, params)
+                cursor.fetchall()
+
+    def shipped(record: store.NewRecord) -> None:
+        params = store._insert_params(d, record, store.new_token())
+        fps = record.fingerprints
+        run([(sql.claim_or_fetch, [*params, *fps, *fps, record.lookup_hash])])
+
+    def upsert(record: store.NewRecord) -> None:
+        params = store._insert_params(d, record, store.new_token())
+        with connection.cursor() as cursor:
+            cursor.execute(sql.upsert_returning, params)
+            if not cursor.fetchall():
+                fps = record.fingerprints
+                cursor.execute(sql.select, [*fps, *fps, record.lookup_hash])
+                cursor.fetchall()
+
+    def function(record: store.NewRecord) -> None:
+        params = store._insert_params(d, record, store.new_token())
+        placeholders = ", ".join(["%s"] * (len(params) + 1))
+        run([(f"SELECT * FROM bench_claim({placeholders})", [*params, list(record.fingerprints)])])
+
+    def floor() -> None:
+        run([("INSERT INTO bench_floor (k) VALUES (%s) RETURNING id", [uuid.uuid4().hex])])
+
+    def first(form: Callable[[store.NewRecord], None]) -> Callable[[], None]:
+        return lambda: form(new())
+
+    def replay(form: Callable[[store.NewRecord], None]) -> Callable[[], None]:
+        return lambda: form(existing)
+
+    forms: dict[str, Callable[[], None]] = {"floor INSERT": floor}
+    for label, claim in (("shipped", shipped), ("upsert", upsert), ("function", function)):
+        forms[f"{label}, first"] = first(claim)
+        forms[f"{label}, replay"] = replay(claim)
+
+    for sync in ("on", "off"):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET synchronous_commit = {sync}")
+        ratios: dict[str, list[float]] = {label: [] for label in forms}
+        medians: dict[str, list[float]] = {label: [] for label in forms}
+        for _ in range(rounds):
+            round_medians = {}
+            for label, form in forms.items():
+                samples = []
+                for _ in range(n):
+                    started = time.perf_counter()
+                    form()
+                    samples.append(time.perf_counter() - started)
+                round_medians[label] = statistics.median(samples)
+            for label, value in round_medians.items():
+                medians[label].append(value * 1e6)
+                ratios[label].append(value / round_medians["floor INSERT"])
+        print(f"\nsynchronous_commit = {sync}: {rounds} rounds of {n} statements per form")
+        print("| form | median µs | x the floor's INSERT (median of rounds) |")
+        print("|---|---|---|")
+        for label in forms:
+            print(
+                f"| {label} | {statistics.median(medians[label]):.0f} "
+                f"| {statistics.median(ratios[label]):.2f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
