@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--live", type=int, default=100_000, help="live records kept")
     parser.add_argument("--abandoned", type=int, default=1_000, help="abandoned claims")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the command's")
+    parser.add_argument("--pause", type=float, default=None, help="the command's --pause")
     parser.add_argument("--database", default="idempotency_purge_measure")
     parser.add_argument(
         "--in-process", action="store_true", help="run the command in the requests' process"
@@ -174,6 +175,8 @@ def main() -> int:
         command = ["-v", "1"]
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
+        if args.pause is not None:
+            command += ["--pause", str(args.pause)]
         out = StringIO()
         if args.in_process:
             purge_began = time.monotonic()

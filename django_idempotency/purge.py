@@ -32,6 +32,12 @@ from .options import MAX_DURATION
 logger = logging.getLogger("django_idempotency")
 
 DEFAULT_BATCH_SIZE = 5000
+#: The longest pause between two batches: longer is a mistake (minutes for
+#: milliseconds), not a purge anyone could wait for.
+MAX_PAUSE = 60.0
+
+# Between batches; a test moves its clock instead.
+_sleep = time.sleep
 
 _AGE_PART = re.compile(r"(\d+)([wdhms])")
 _AGE_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -340,6 +346,7 @@ def purge_expired(
     older_than: timedelta = timedelta(),
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
+    pause: float = 0.0,
 ) -> tuple[int, int, int]:
     """Delete the idle records of ``alias`` expired at least ``older_than``
     ago; returns (completed ones deleted, in-progress ones deleted, batches)."""
@@ -349,6 +356,8 @@ def purge_expired(
     expired = abandoned = count = 0
     after = None
     while True:
+        if count and pause:
+            _sleep(pause)
         batch = batches.run(after)
         if batch.picked == 0:
             break
@@ -372,6 +381,7 @@ def purge(
     dry_run: bool = False,
     database: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    pause: float = 0.0,
 ) -> PurgeResult:
     """Delete the records whose ``expires_at`` is earlier than now minus
     ``older_than``, except in-progress ones whose lock still runs.
@@ -383,12 +393,15 @@ def purge(
     ``database`` defaults to every alias ``IDEMPOTENCY["DATABASE"]`` names,
     one after the other (the first failing one raises). Call it outside any
     transaction, so each batch commits on its own. ``on_batch`` is called with
-    the rows each batch deleted.
+    the rows each batch deleted. ``pause`` is the seconds to wait between two
+    batches, leaving the database to the requests it serves meanwhile.
     """
     if older_than < timedelta():
         raise ValueError("older_than must not be negative")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if not 0 <= pause <= MAX_PAUSE:  # NaN fails both
+        raise ValueError(f"pause must be between 0 and {MAX_PAUSE:g} seconds")
     if database is None and conf.get_settings().sharded:
         return combined(
             purge(
@@ -397,6 +410,7 @@ def purge(
                 dry_run=dry_run,
                 database=alias,
                 on_batch=on_batch,
+                pause=pause,
             )
             for alias in conf.get_settings().databases
         )
@@ -422,7 +436,7 @@ def purge(
         )
     else:
         expired, abandoned, batches = purge_expired(
-            alias, older_than=older_than, batch_size=batch_size, on_batch=on_batch
+            alias, older_than=older_than, batch_size=batch_size, on_batch=on_batch, pause=pause
         )
         result = PurgeResult(
             expired=expired,

@@ -189,6 +189,37 @@ def test_each_batch_is_committed_before_the_next_one_starts() -> None:
     assert seen_by_others == [4, 2, 0]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_separates_committed_batches_and_none_follows_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expired(5)
+    observer = connections.create_connection("default")
+    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    pauses: list[tuple[float, int]] = []
+
+    def pause(seconds: float) -> None:  # the clock moves; nobody sleeps
+        with observer.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")
+            pauses.append((seconds, cursor.fetchone()[0]))
+
+    monkeypatch.setattr(purge_module, "_sleep", pause)
+    try:
+        result = purge(batch_size=2, pause=0.25)
+    finally:
+        observer.close()
+
+    # Each pause comes after a batch was committed, seen by another connection.
+    assert (result.expired, result.batches) == (5, 3)
+    assert pauses == [(0.25, 3), (0.25, 1)]
+
+
+def test_no_pause_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    expired(5)
+    monkeypatch.setattr(purge_module, "_sleep", lambda seconds: pytest.fail("paused"))
+    assert purge(batch_size=2).batches == 3
+
+
 def test_a_record_renewed_between_select_and_delete_is_kept(each_way: str) -> None:
     victim, other = expired(2)
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
@@ -246,9 +277,12 @@ def test_uses_the_records_database_alias_from_the_setting(settings: Settings) ->
     assert purge(database="default").expired == 1
 
 
-def test_rejects_a_bad_batch_size_and_negative_age() -> None:
+def test_rejects_a_bad_batch_size_negative_age_and_bad_pause() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         purge(batch_size=0)
+    for pause in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="pause must be between 0 and 60 seconds"):
+            purge(pause=pause)
     with pytest.raises(ValueError, match="older_than"):
         purge(older_than=-dt.timedelta(seconds=1))
     with pytest.raises(ValueError, match="batch_size"):
@@ -415,6 +449,17 @@ def test_command_batch_size() -> None:
     assert "3 batches" in out
 
 
+def test_command_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    expired(7)
+    pauses: list[float] = []
+    monkeypatch.setattr(purge_module, "_sleep", pauses.append)
+
+    out, _ = run_command("--batch-size", "3", "--pause", "0.05")
+
+    assert "Deleted 7 " in out and "3 batches" in out
+    assert pauses == [0.05, 0.05]
+
+
 def test_command_older_than() -> None:
     expired(2, ago=dt.timedelta(hours=13))
     expired(1, ago=dt.timedelta(hours=11))
@@ -459,6 +504,10 @@ def test_command_keyword_arguments_from_python() -> None:
     [
         (["--batch-size", "0"], "--batch-size must be a positive number"),
         (["--older-than", "soon"], "--older-than: invalid age 'soon'"),
+        (["--pause", "-1"], "--pause must be between 0 and 60 seconds"),
+        (["--pause", "nan"], "--pause must be between 0 and 60 seconds"),
+        (["--pause", "61"], "--pause must be between 0 and 60 seconds"),
+        (["--pause", "0.1", "--user", "7"], "--pause cannot be combined with --scope or --user"),
     ],
 )
 def test_command_rejects_bad_options(args: list[Any], message: str) -> None:

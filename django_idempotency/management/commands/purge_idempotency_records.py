@@ -20,6 +20,7 @@ from django_idempotency import conf
 from django_idempotency.erasure import ErasureIncomplete, ErasureResult, erase, scope_for_user
 from django_idempotency.purge import (
     DEFAULT_BATCH_SIZE,
+    MAX_PAUSE,
     PurgeResult,
     batches_text,
     combined,
@@ -45,6 +46,14 @@ class Command(BaseCommand):
             default=DEFAULT_BATCH_SIZE,
             metavar="N",
             help=f"Rows deleted per transaction (default {DEFAULT_BATCH_SIZE}).",
+        )
+        parser.add_argument(
+            "--pause",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Wait this long between two batches (e.g. 0.01), leaving the database "
+            "to the requests it serves meanwhile (default: no pause).",
         )
         parser.add_argument(
             "--dry-run",
@@ -89,6 +98,7 @@ class Command(BaseCommand):
         *,
         batch_size: int,
         dry_run: bool,
+        pause: float = 0.0,
         older_than: str | timedelta | None,
         database: str | None,
         verbosity: int,
@@ -99,9 +109,13 @@ class Command(BaseCommand):
     ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be a positive number")
+        if not 0 <= pause <= MAX_PAUSE:
+            raise CommandError(f"--pause must be between 0 and {MAX_PAUSE:g} seconds")
         if scope is not None or user is not None:
             if older_than is not None:
                 raise CommandError("--older-than cannot be combined with --scope or --user")
+            if pause:
+                raise CommandError("--pause cannot be combined with --scope or --user")
             self._erase(scope, user, include_in_progress, batch_size, dry_run, database, verbosity)
             return
         if include_in_progress:
@@ -129,6 +143,7 @@ class Command(BaseCommand):
                     dry_run=dry_run,
                     database=alias,
                     on_batch=report_batch if verbosity >= 2 else None,
+                    pause=pause,
                 )
             except ConnectionDoesNotExist as exc:
                 raise CommandError(f"Unknown database alias: {exc}") from None
