@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +23,11 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db import DatabaseError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import dateformat, timezone
 from django.utils.functional import cached_property
@@ -90,6 +93,8 @@ class RecordChangeList(ChangeList):
 
 
 #: The query parameter of the shard selector (DATABASE lists several aliases).
+logger = logging.getLogger("django_idempotency")
+
 DATABASE_PARAMETER = "database"
 
 
@@ -474,7 +479,10 @@ class IdempotencyRecordAdmin(_ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)
+        try:
+            response = super().changelist_view(request, extra_context)
+        except DatabaseError:
+            return self._unavailable(request)
         changelist = getattr(response, "context_data", None) or {}
         if "cl" in changelist:
             # Before the (lazy) rendering: one query for the whole page.
@@ -511,6 +519,26 @@ class IdempotencyRecordAdmin(_ModelAdmin):
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         return carry_database(request) or super().history_view(request, object_id, extra_context)
+
+    def _unavailable(self, request: HttpRequest) -> HttpResponse:
+        """The list of a records database that fails: a page saying so, with
+        the other shards' lists, rather than a 500 (a shard may be down for
+        maintenance while the others serve)."""
+        alias = selected_database(request)
+        logger.exception("The admin could not read the idempotency records on %r", alias)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Records database unavailable"),
+            "opts": self.model._meta,
+            "alias": alias,
+            "others": [other for other in conf.get_settings().databases if other != alias],
+        }
+        return TemplateResponse(
+            request,
+            "admin/django_idempotency/idempotencyrecord/unavailable.html",
+            context,
+            status=503,
+        )
 
     def render_change_form(
         self,

@@ -426,6 +426,25 @@ def _table_away(alias: str) -> Any:
 
 @pytest.mark.django_db(databases=ALL, transaction=True)
 @override_settings(IDEMPOTENCY=SHARDED)
+def test_admin_list_of_a_failing_shard_says_so_and_links_the_others(
+    admin_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    for alias in SHARDS:
+        record_on(alias, key=f"kept-on-{alias}")
+    with _table_away("records"):
+        down = admin_client.get(reverse(CHANGELIST))
+        healthy = admin_client.get(reverse(CHANGELIST), {"database": "records_2"})
+    assert down.status_code == 503
+    assert "The records database “records” cannot be read right now" in down.content.decode()
+    assert f'href="{reverse(CHANGELIST)}?database=records_2"'.encode() in down.content
+    assert "could not read the idempotency records on 'records'" in caplog.text
+    assert healthy.status_code == 200
+    assert b"kept-on-records_2" in healthy.content
+    assert admin_client.get(reverse(CHANGELIST)).status_code == 200  # back
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+@override_settings(IDEMPOTENCY=SHARDED)
 def test_the_look_up_answers_503_while_the_callers_shard_fails() -> None:
     shards = clients_on_each_shard()
     failing, (_, client) = sorted(shards.items())[0]
