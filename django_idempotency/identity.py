@@ -114,10 +114,12 @@ def _body_digest(request: Request) -> bytes:
     if limit is not None and length > limit:
         return _parsed_digest(request)
     if (django_request.content_type or "").startswith("multipart/"):
-        if not django_request._read_started:  # type: ignore[attr-defined]
+        if length and not django_request._read_started:  # type: ignore[attr-defined]
             # Parsing the form would use up the stream, and a view that then
             # reads request.body (a webhook's signature check) would get a 500.
-            # Buffered first, both the parser and the view read the copy.
+            # Buffered first, both the parser and the view read the copy. Only
+            # with a Content-Length under the limit: a body of unknown length
+            # could be any size, and the parser streams files to disk.
             django_request.body  # noqa: B018
         return _parsed_digest(request)
     try:
