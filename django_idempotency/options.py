@@ -7,6 +7,7 @@ Every option has one lower-case name (decorator keyword, key of
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -64,6 +65,9 @@ def _methods(value: Any) -> frozenset[str]:
     unknown = set(methods) - {"POST", "PUT", "PATCH", "DELETE"}
     if unknown:
         raise OptionError(f"{sorted(unknown)} are not methods a DRF view handles")
+    if not methods:
+        # Every key would be ignored while clients count on it.
+        raise OptionError("must name at least one method, such as ['POST']")
     return frozenset(methods)
 
 
@@ -138,6 +142,21 @@ def _optional_callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _request_callable(value: Any) -> Callable[..., Any] | None:
+    """A callable of the request, checked now: a wrong signature would
+    otherwise answer every keyed request 500."""
+    function = _optional_callable(value)
+    if function is None:
+        return None
+    try:
+        inspect.signature(function).bind("request")
+    except TypeError:
+        raise OptionError(f"must take one argument, the request: {function!r} cannot") from None
+    except ValueError:  # no signature to read (some builtins): called as given
+        pass
+    return function
+
+
 def _status(low: int, high: int) -> Callable[[Any], int]:
     def validate(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -206,7 +225,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "scope",
         None,
-        _optional_callable,
+        _request_callable,
         "Callable ``request -> str`` (or dotted path) naming whose key space a key "
         "lives in. Default: the authenticated user, else the credential in "
         "``request.auth`` (API keys, client credentials); a key from an unauthenticated "
@@ -222,7 +241,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "fingerprint",
         None,
-        _optional_callable,
+        _request_callable,
         "Callable ``request -> str | bytes`` (or dotted path) whose value must be "
         "identical for a retry. Default: method, path, query string and raw body "
         "(multipart forms and bodies read before the view: the parsed fields and files).",
