@@ -352,7 +352,9 @@ def test_a_request_cancelled_while_claiming_leaves_no_claim_behind() -> None:
     def slow_claim(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
     ) -> Any:
-        if sql.lstrip().upper().startswith(("INSERT", "WITH")) and "idempotency" in sql:
+        # The claim: an INSERT, a CTE, or on PostgreSQL a call of the claim function.
+        claim = sql.lstrip().upper().startswith(("INSERT", "WITH")) or "_claim_v1(" in sql
+        if claim and "idempotency" in sql:
             claiming.set()
             time.sleep(0.3)
         return execute(sql, params, many, context)

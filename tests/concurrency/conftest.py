@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from tests.factories import CLIENT_API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
+#: Servers kept running between tests, in each backend's session.
+MAX_LIVE_SERVERS = 3
 #: The aliases records are sharded across with SERVER_SHARDED=1.
 SHARDS = ("records", "records_2")
 
@@ -175,17 +178,34 @@ def server_factory(
             {alias: connections[alias].settings_dict["NAME"] for alias in SHARDS}
         )
     tmp = tmp_path_factory.mktemp("servers")
-    servers: dict[tuple[tuple[str, str], ...], Server] = {}
+    # Least recently used first; each entry with the test that last asked for it.
+    servers: OrderedDict[tuple[tuple[str, str], ...], tuple[Server, str]] = OrderedDict()
 
     def get(workers: int = WORKERS, **env: str) -> Server:
         key = (("workers", str(workers)), *sorted(env.items()))
-        if key not in servers:
-            servers[key] = _start(db_name, shard_names, tmp, env, workers)
-        return servers[key]
+        test = _current_test()
+        if key in servers:
+            server = servers.pop(key)[0]
+        else:
+            # Every server kept for the rest of the session, in three
+            # backends' sessions at once, filled the machine's memory (over
+            # a hundred workers of 60 MB): only the few last used stay.
+            for old in [k for k, (_, by) in servers.items() if by != test]:
+                if len(servers) < MAX_LIVE_SERVERS:
+                    break
+                _stop(servers.pop(old)[0])
+            server = _start(db_name, shard_names, tmp, env, workers)
+        servers[key] = (server, test)
+        return server
 
     yield get
-    for server in servers.values():
+    for server, _ in servers.values():
         _stop(server)
+
+
+def _current_test() -> str:
+    """The running test's id (pytest names it while it runs)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
 
 
 @pytest.fixture
