@@ -8,13 +8,15 @@ others in every round, and is reported as its median time per statement and
 as a ratio to the floor's INSERT (one narrow row, two indexes) of the same
 round: this machine is shared, so only the ratios carry over. The forms:
 
-- ``shipped``: the engine's statement (``store.insert_or_fetch``), the
-  INSERT and the SELECT of an existing row in one CTE, planned on every call;
+- ``shipped``: what the engine sends (``store.insert_or_fetch``): a call of
+  the PL/pgSQL function of migration 0004, whose INSERT ... ON CONFLICT DO
+  NOTHING and SELECT of an existing row are planned once per server
+  connection (so even behind a transaction pooler);
+- ``statement fallback``: the INSERT and the SELECT in one CTE, planned on
+  every call: what the engine sends where the function is missing (a
+  database not yet migrated to 0004);
 - ``upsert``: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` alone; a replay
-  then needs the SELECT as a second statement;
-- ``function``: the same INSERT and SELECT inside a PL/pgSQL function,
-  whose plans PostgreSQL caches per server connection (so even behind a
-  transaction pooler), created by this script only: not shipped.
+  then needs the SELECT as a second statement.
 
 ``first`` claims a new key; ``replay`` sends a key that exists.
 """
@@ -39,38 +41,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from common import drop_pg_database, fresh_pg_database, pg_name  # noqa: E402
-
-FUNCTION = """
-CREATE FUNCTION bench_claim(
-  p_hash text, p_key text, p_scope text, p_endpoint text, p_method text, p_path text,
-  p_fp text, p_state text, p_token text, p_request_id text,
-  p_lock double precision, p_ttl double precision, p_fps text[])
-RETURNS TABLE (id bigint, claimed boolean, state text, same boolean, token text,
-  request_id text, status integer, headers text, body bytea, expired boolean,
-  lock_expired boolean, expires_at timestamptz, now timestamptz)
-LANGUAGE plpgsql AS $$
-BEGIN
-  RETURN QUERY INSERT INTO {table} AS r (lookup_hash, key, scope, endpoint, method, path,
-      fingerprint, state, token, request_id, response_headers, created_at, locked_until,
-      expires_at)
-    VALUES (p_hash, p_key, p_scope, p_endpoint, p_method, p_path, p_fp, p_state, p_token,
-      p_request_id, '', statement_timestamp(),
-      statement_timestamp() + p_lock * interval '1 second',
-      statement_timestamp() + p_ttl * interval '1 second')
-    ON CONFLICT (lookup_hash) DO NOTHING
-    RETURNING r.id, TRUE, NULL::text, FALSE, NULL::text, NULL::text, NULL::integer,
-      NULL::text, NULL::bytea, FALSE, FALSE, r.expires_at, NULL::timestamptz;
-  IF NOT FOUND THEN
-    RETURN QUERY SELECT r.id, FALSE, r.state::text, r.fingerprint = ANY(p_fps),
-      r.token::text, r.request_id::text, r.response_status::integer,
-      r.response_headers::text,
-      CASE WHEN r.fingerprint = ANY(p_fps) THEN r.response_body END,
-      r.expires_at <= statement_timestamp(), r.locked_until <= statement_timestamp(),
-      r.expires_at, statement_timestamp()
-    FROM {table} r WHERE r.lookup_hash = p_hash;
-  END IF;
-END $$
-"""
 
 
 def main() -> int:
@@ -99,10 +69,10 @@ def _measure(rounds: int, n: int) -> int:
     from django.db import connection
 
     from django_idempotency import store
-    from django_idempotency.models import IdempotencyRecord
 
     call_command("migrate", run_syncdb=True, verbosity=0)
-    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    if not store._has_claim_function(connection):
+        raise SystemExit("the claim function of migration 0004 is missing")
     d = store.Dialect(connection)
     sql = store._claim_statements(d, 1)
 
@@ -124,7 +94,6 @@ def _measure(rounds: int, n: int) -> int:
 
     existing = new()
     with connection.cursor() as cursor:
-        cursor.execute(FUNCTION.format(table=table))
         cursor.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, k varchar(255) UNIQUE)")
     store.insert_or_fetch(connection, existing)
 
@@ -135,6 +104,9 @@ def _measure(rounds: int, n: int) -> int:
                 cursor.fetchall()
 
     def shipped(record: store.NewRecord) -> None:
+        store.insert_or_fetch(connection, record)
+
+    def statement(record: store.NewRecord) -> None:
         params = store._insert_params(d, record, store.new_token())
         fps = record.fingerprints
         run([(sql.claim_or_fetch, [*params, *fps, *fps, record.lookup_hash])])
@@ -148,11 +120,6 @@ def _measure(rounds: int, n: int) -> int:
                 cursor.execute(sql.select, [*fps, *fps, record.lookup_hash])
                 cursor.fetchall()
 
-    def function(record: store.NewRecord) -> None:
-        params = store._insert_params(d, record, store.new_token())
-        placeholders = ", ".join(["%s"] * (len(params) + 1))
-        run([(f"SELECT * FROM bench_claim({placeholders})", [*params, list(record.fingerprints)])])
-
     def floor() -> None:
         run([("INSERT INTO bench_floor (k) VALUES (%s) RETURNING id", [uuid.uuid4().hex])])
 
@@ -163,7 +130,11 @@ def _measure(rounds: int, n: int) -> int:
         return lambda: form(existing)
 
     forms: dict[str, Callable[[], None]] = {"floor INSERT": floor}
-    for label, claim in (("shipped", shipped), ("upsert", upsert), ("function", function)):
+    for label, claim in (
+        ("shipped", shipped),
+        ("statement fallback", statement),
+        ("upsert", upsert),
+    ):
         forms[f"{label}, first"] = first(claim)
         forms[f"{label}, replay"] = replay(claim)
 
