@@ -32,6 +32,11 @@ from .options import MAX_DURATION
 logger = logging.getLogger("django_idempotency")
 
 DEFAULT_BATCH_SIZE = 5000
+#: Between two batches by default: measured (docs/purge.md), 5 ms after each
+#: batch of 5,000 kept the p99 of concurrent requests within 2x of its level
+#: before the purge while still deleting over 200,000 rows per second; no
+#: pause let the purge slow them 1.3x to 3.4x from run to run.
+DEFAULT_PAUSE = 0.005
 #: The longest pause between two batches: longer is a mistake (minutes for
 #: milliseconds), not a purge anyone could wait for.
 MAX_PAUSE = 60.0
@@ -346,7 +351,7 @@ def purge_expired(
     older_than: timedelta = timedelta(),
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
-    pause: float = 0.0,
+    pause: float = DEFAULT_PAUSE,
 ) -> tuple[int, int, int]:
     """Delete the idle records of ``alias`` expired at least ``older_than``
     ago; returns (completed ones deleted, in-progress ones deleted, batches)."""
@@ -381,7 +386,7 @@ def purge(
     dry_run: bool = False,
     database: str | None = None,
     on_batch: Callable[[int], None] | None = None,
-    pause: float = 0.0,
+    pause: float = DEFAULT_PAUSE,
 ) -> PurgeResult:
     """Delete the records whose ``expires_at`` is earlier than now minus
     ``older_than``, except in-progress ones whose lock still runs.
@@ -394,7 +399,8 @@ def purge(
     one after the other (the first failing one raises). Call it outside any
     transaction, so each batch commits on its own. ``on_batch`` is called with
     the rows each batch deleted. ``pause`` is the seconds to wait between two
-    batches, leaving the database to the requests it serves meanwhile.
+    batches (after each one but the last), leaving the database to the
+    requests it serves meanwhile; 0 purges as fast as the database allows.
     """
     if older_than < timedelta():
         raise ValueError("older_than must not be negative")

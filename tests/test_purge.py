@@ -214,10 +214,18 @@ def test_a_pause_separates_committed_batches_and_none_follows_the_last(
     assert pauses == [(0.25, 3), (0.25, 1)]
 
 
-def test_no_pause_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_five_milliseconds_between_batches_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    expired(5)
+    pauses: list[float] = []
+    monkeypatch.setattr(purge_module, "_sleep", pauses.append)
+    assert purge(batch_size=2).batches == 3
+    assert pauses == [0.005, 0.005]
+
+
+def test_a_zero_pause_purges_without_pausing(monkeypatch: pytest.MonkeyPatch) -> None:
     expired(5)
     monkeypatch.setattr(purge_module, "_sleep", lambda seconds: pytest.fail("paused"))
-    assert purge(batch_size=2).batches == 3
+    assert purge(batch_size=2, pause=0).batches == 3
 
 
 def test_a_record_renewed_between_select_and_delete_is_kept(each_way: str) -> None:
@@ -460,6 +468,22 @@ def test_command_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pauses == [0.05, 0.05]
 
 
+def test_command_pauses_five_milliseconds_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expired(7)
+    pauses: list[float] = []
+    monkeypatch.setattr(purge_module, "_sleep", pauses.append)
+
+    run_command("--batch-size", "3")
+    assert pauses == [0.005, 0.005]
+
+    expired(7)
+    pauses.clear()
+    out, _ = run_command("--batch-size", "3", "--pause", "0")
+    assert "Deleted 7 " in out and pauses == []
+
+
 def test_command_older_than() -> None:
     expired(2, ago=dt.timedelta(hours=13))
     expired(1, ago=dt.timedelta(hours=11))
@@ -508,6 +532,7 @@ def test_command_keyword_arguments_from_python() -> None:
         (["--pause", "nan"], "--pause must be between 0 and 60 seconds"),
         (["--pause", "61"], "--pause must be between 0 and 60 seconds"),
         (["--pause", "0.1", "--user", "7"], "--pause cannot be combined with --scope or --user"),
+        (["--pause", "0", "--scope", "u:7"], "--pause cannot be combined with --scope or --user"),
     ],
 )
 def test_command_rejects_bad_options(args: list[Any], message: str) -> None:

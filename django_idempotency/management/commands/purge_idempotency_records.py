@@ -20,6 +20,7 @@ from django_idempotency import conf
 from django_idempotency.erasure import ErasureIncomplete, ErasureResult, erase, scope_for_user
 from django_idempotency.purge import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_PAUSE,
     MAX_PAUSE,
     PurgeResult,
     batches_text,
@@ -50,10 +51,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--pause",
             type=float,
-            default=0.0,
+            # None: not given, which an erasure needs to tell apart from 0.
+            default=None,
             metavar="SECONDS",
-            help="Wait this long between two batches (e.g. 0.01), leaving the database "
-            "to the requests it serves meanwhile (default: no pause).",
+            help="Wait this long between two batches, leaving the database to the "
+            f"requests it serves meanwhile (default {DEFAULT_PAUSE:g}; 0 for none).",
         )
         parser.add_argument(
             "--dry-run",
@@ -98,7 +100,7 @@ class Command(BaseCommand):
         *,
         batch_size: int,
         dry_run: bool,
-        pause: float = 0.0,
+        pause: float | None = None,
         older_than: str | timedelta | None,
         database: str | None,
         verbosity: int,
@@ -109,17 +111,19 @@ class Command(BaseCommand):
     ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be a positive number")
-        if not 0 <= pause <= MAX_PAUSE:
+        if pause is not None and not 0 <= pause <= MAX_PAUSE:
             raise CommandError(f"--pause must be between 0 and {MAX_PAUSE:g} seconds")
         if scope is not None or user is not None:
             if older_than is not None:
                 raise CommandError("--older-than cannot be combined with --scope or --user")
-            if pause:
+            if pause is not None:
                 raise CommandError("--pause cannot be combined with --scope or --user")
             self._erase(scope, user, include_in_progress, batch_size, dry_run, database, verbosity)
             return
         if include_in_progress:
             raise CommandError("--include-in-progress needs --scope or --user")
+        if pause is None:
+            pause = DEFAULT_PAUSE
         if older_than is None:
             older_than = timedelta()
         elif isinstance(older_than, str):
