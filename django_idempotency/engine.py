@@ -7,15 +7,17 @@ to a caller the view itself would refuse.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.dispatch import Signal
 from django.http.response import HttpResponseBase
 from rest_framework.request import Request
@@ -46,6 +48,17 @@ Handler = Callable[..., HttpResponseBase]
 
 #: How often a claim is retried when the row it conflicted with changed under it.
 _CLAIM_ATTEMPTS = 3
+
+#: When storing after the view fails because the connection broke (a server
+#: restart, a proxy or failover dropping it), the store is tried again on a
+#: new connection after each of these pauses. The view's effects are
+#: committed by then, and a record left in progress would let a retry run
+#: them again after lock_timeout; the UPDATE only ever applies to our own
+#: claim (its token), so sending it twice is safe.
+STORE_RETRY_PAUSES = (0.0, 0.5, 1.5)
+
+# Between two tries of the store; a test moves its clock instead.
+_sleep = time.sleep
 
 
 class ViewOptions:
@@ -498,25 +511,57 @@ def _store_after_view(
     and if that fails keep the claim, so no retry runs the view again before
     lock_timeout. The client gets the real result either way."""
     connection = connections[alias]
-    try:
-        if savepoint:
-            # A failure here must not abort the caller's transaction.
-            with transaction.atomic(using=alias):
-                return _store_or_release(connection, claim, response, request_id, options)
-        return _store_or_release(connection, claim, response, request_id, options)
-    except _Fenced:
-        logger.warning(
-            "Idempotency record %s: its view ran longer than lock_timeout and its "
-            "claim is gone (taken over by a retry, or deleted by the purge or an "
-            "admin); the response was not stored",
-            claim.record_id,
-        )
-    except Exception:
-        logger.exception(
-            "Could not store idempotency record %s; its key stays locked until lock_timeout",
-            claim.record_id,
-        )
-    return None
+    # Inside the caller's transaction a broken connection has lost the
+    # caller's writes too: nothing is left that a new connection could save.
+    pauses = iter(() if savepoint else STORE_RETRY_PAUSES)
+    tries = 1
+    while True:
+        try:
+            if savepoint:
+                # A failure here must not abort the caller's transaction.
+                with transaction.atomic(using=alias):
+                    return _store_or_release(connection, claim, response, request_id, options)
+            return _store_or_release(connection, claim, response, request_id, options)
+        except _Fenced:
+            logger.warning(
+                "Idempotency record %s: its view ran longer than lock_timeout and its "
+                "claim is gone (taken over by a retry, or deleted by the purge or an "
+                "admin)%s; the response was not stored",
+                claim.record_id,
+                "" if tries == 1 else ", or the store before the connection broke went through",
+            )
+        except (OperationalError, InterfaceError):
+            pause = next(pauses, None)
+            if pause is not None and not connection.in_atomic_block:
+                logger.warning(
+                    "Could not store idempotency record %s; trying again on a new connection",
+                    claim.record_id,
+                    exc_info=True,
+                )
+                _reconnect(connection, pause)
+                tries += 1
+                continue
+            logger.exception(
+                "Could not store idempotency record %s after %d tries; its key stays "
+                "locked until lock_timeout",
+                claim.record_id,
+                tries,
+            )
+        except Exception:
+            logger.exception(
+                "Could not store idempotency record %s; its key stays locked until lock_timeout",
+                claim.record_id,
+            )
+        return None
+
+
+def _reconnect(connection: Any, pause: float) -> None:
+    """Drop a connection that failed, so that its next use opens a new one."""
+    # Closing a broken connection can fail; Django forgets it all the same.
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+    if pause:
+        _sleep(pause)
 
 
 def _rendered(

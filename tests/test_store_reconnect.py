@@ -1,0 +1,155 @@
+"""Storing the response after the view survives a connection that broke
+while the view ran (a server restart, a proxy or failover dropping it): the
+view's effects are committed, so the record must say so, or a retry after
+lock_timeout would run them again.
+
+The connection is really lost: the view has the database end its session.
+The module carries its own view and URLs (``@pytest.mark.urls(__name__)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection, connections
+from django.urls import path
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from django_idempotency import engine, idempotent
+from django_idempotency.models import IdempotencyRecord, State
+from tests.factories import api_client
+from tests.testapp.models import Payment
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+
+
+def _admin() -> psycopg.Connection[Any]:
+    db = connection.settings_dict
+    return psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
+def end_session(*, refuse_new: bool = False) -> None:
+    """End the server session of this thread's connection (from another one);
+    ``refuse_new`` (PostgreSQL): new connections are refused until allowed again."""
+    if connection.vendor == "postgresql":
+        with _admin() as admin:
+            if refuse_new:
+                name = connection.ops.quote_name(connection.settings_dict["NAME"])
+                admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+            admin.execute(
+                "SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid]
+            )
+    else:
+        session = connection.connection.thread_id()
+        other = connections.create_connection(connection.alias)
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(f"KILL CONNECTION {int(session)}")
+        finally:
+            other.close()
+
+
+def allow_connections() -> None:
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    with _admin() as admin:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+
+
+@api_view(["POST"])
+@idempotent(lock_timeout=60)
+def pay(request: Request) -> Response:
+    key = request.headers["Idempotency-Key"]
+    payment = Payment.objects.create(amount=5, reference=key)  # committed: autocommit
+    end_session(refuse_new=request.headers.get("X-Refuse-New") == "1")
+    return Response({"id": payment.pk}, status=201)
+
+
+urlpatterns = [path("pay/", pay)]
+
+
+@pytest.fixture(autouse=True)
+def _server_database() -> Iterator[None]:
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server session to lose")
+    yield
+    if connection.vendor == "postgresql":
+        allow_connections()  # even when a test failed with connections refused
+
+
+def post(key: str, **headers: str) -> Any:
+    return api_client().post(
+        "/pay/", {"amount": 5}, format="json", headers={"Idempotency-Key": key, **headers}
+    )
+
+
+def test_the_response_is_stored_on_a_new_connection_when_the_session_ended_during_the_view(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = post("lost-session")
+
+    assert first.status_code == 201
+    record = IdempotencyRecord.objects.get(key="lost-session")
+    assert record.state == State.COMPLETED
+    assert "trying again on a new connection" in caplog.text
+    # A retry is answered from the record: the payment happened once.
+    retry = post("lost-session")
+    assert retry.status_code == 201
+    assert retry.json() == first.json()
+    assert Payment.objects.filter(reference="lost-session").count() == 1
+
+
+def test_the_store_waits_for_the_database_to_take_connections_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("refusing new connections to one database is shown on PostgreSQL")
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the clock moves; the database comes back
+        pauses.append(seconds)
+        allow_connections()
+
+    monkeypatch.setattr(engine, "_sleep", pause)
+
+    first = post("database-away", **{"X-Refuse-New": "1"})
+
+    assert first.status_code == 201
+    # The immediate second try found the database refusing connections; the
+    # third, after the first pause, stored the response.
+    assert pauses == [engine.STORE_RETRY_PAUSES[1]]
+    assert IdempotencyRecord.objects.get(key="database-away").state == State.COMPLETED
+    assert post("database-away").json() == first.json()
+    assert Payment.objects.filter(reference="database-away").count() == 1
+
+
+def test_a_database_that_stays_away_leaves_the_claim_locked_and_the_client_its_answer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("refusing new connections to one database is shown on PostgreSQL")
+    pauses: list[float] = []
+    monkeypatch.setattr(engine, "_sleep", pauses.append)
+
+    first = post("database-gone", **{"X-Refuse-New": "1"})
+
+    # The client gets the real result; the record stays in progress, so no
+    # retry runs the view again before lock_timeout (docs/concurrency.md).
+    assert first.status_code == 201
+    assert pauses == [p for p in engine.STORE_RETRY_PAUSES if p]
+    assert "after 4 tries" in caplog.text
+    allow_connections()
+    assert IdempotencyRecord.objects.get(key="database-gone").state == State.IN_PROGRESS
+    assert post("database-gone").status_code == 409
+    assert Payment.objects.filter(reference="database-gone").count() == 1
