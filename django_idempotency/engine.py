@@ -162,13 +162,13 @@ def _serve(
     handed_over = False  # once _run returns, it has seen to the Redis front
     claimed = False  # the key is ours in the database: its release changes it
     try:
-        outcome = _claim_or_problem(attempt)
+        outcome = _claim_or_problem(attempt, front)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
             if waiter and waiting_pays(outcome) and waiter.may_wait():
                 return None  # the finally drops a Redis lock we may have taken
-            return _answer_existing(attempt, outcome)
+            return _answer_existing(attempt, outcome, front)
         claimed = True
         response = _run(
             attempt,
@@ -246,12 +246,24 @@ def _redis_front(attempt: Attempt) -> cache_lock.RedisFront | None:
     )
 
 
-def _claim_or_problem(attempt: Attempt) -> store.Claim | store.Existing | HttpResponseBase:
-    """The claim, the record that answers for the key, or why neither (500/503)."""
+def _claim_or_problem(
+    attempt: Attempt, front: cache_lock.RedisFront | None = None
+) -> store.Claim | store.Existing | HttpResponseBase:
+    """The claim, the record that answers for the key, or why neither (500/503).
+
+    With the claim ours, the Redis ``front``'s lock is marked as held by a
+    request that runs the view."""
     alias = attempt.alias
     try:
-        return _claim(alias, attempt.new)
-    except DatabaseError:
+        outcome = _claim(alias, attempt.new)
+    except DatabaseError as exc:
+        if store.refused_as_unrecordable(connections[alias], exc):
+            logger.info(
+                "Idempotency record not storable for %s (%s); answering 400",
+                attempt.new.endpoint,
+                exc,
+            )
+            return _problem(RequestUnrecordable(), attempt.request_id, attempt.options)
         if not _table_exists(alias):
             # Permanent: a 503 with Retry-After would have clients retry forever.
             logger.error(
@@ -264,6 +276,9 @@ def _claim_or_problem(attempt: Attempt) -> store.Claim | store.Existing | HttpRe
             "Could not claim idempotency key for %s; answering 503", attempt.new.endpoint
         )
         return _problem(Unavailable(), attempt.request_id, attempt.options)
+    if front is not None and isinstance(outcome, store.Claim):
+        front.running()
+    return outcome
 
 
 def _after_commit(
@@ -286,12 +301,19 @@ def _after_commit(
         front.finish(stored, fresh=claim.fresh)
 
 
-def _answer_existing(attempt: Attempt, found: store.Existing) -> HttpResponseBase:
-    """Answer for the record that holds the key: mismatch, replay or in progress."""
+def _answer_existing(
+    attempt: Attempt, found: store.Existing, front: cache_lock.RedisFront | None = None
+) -> HttpResponseBase:
+    """Answer for the record that holds the key: mismatch, replay or in progress.
+
+    A replay the Redis ``front`` did not have is cached there for the next
+    duplicates."""
     try:
         stored = replayable(found)
     except RecordUnreadable as exc:  # sealed under a key no longer configured
         return _problem(exc, attempt.request_id, attempt.options)
+    if front is not None and stored is not None:
+        front.cache_replay(stored)
     return _answer(
         attempt, same_request=found.same_request, stored=stored, record_id=found.record_id
     )

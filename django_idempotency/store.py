@@ -36,6 +36,10 @@ from .waiting import CHANNEL
 logger = logging.getLogger("django_idempotency")
 
 _MYSQL_DUPLICATE_ENTRY = 1062
+#: MySQL/MariaDB refusing a value its column cannot hold: a character the
+#: column's character set lacks (1366; a latin1 table and a path in Cyrillic)
+#: or, in strict mode, a value too long (1406).
+_MYSQL_UNRECORDABLE = frozenset({1366, 1406})
 _UNDEFINED_FUNCTION = "42883"
 
 
@@ -242,6 +246,15 @@ def storable(new: NewRecord) -> bool:
     PostgreSQL text cannot hold NUL. The key and request id are validated on
     their own; path, scope and endpoint come from the URL or user callables."""
     return not any("\0" in value for value in (new.path, new.scope, new.endpoint))
+
+
+def refused_as_unrecordable(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:
+    """Did the database refuse the claim for a value of the request that the
+    records table cannot hold? The same request would be refused again: it
+    is the client's input, not an outage."""
+    if connection.vendor != "mysql":
+        return False
+    return getattr(exc.__cause__, "args", (None,))[0] in _MYSQL_UNRECORDABLE
 
 
 def table_exists(connection: BaseDatabaseWrapper) -> bool:

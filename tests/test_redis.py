@@ -272,3 +272,103 @@ def test_an_outage_is_logged_once_a_minute_not_on_every_request(
     assert warnings[0].exc_info is not None
     # The other nine requests' failures are counted in the next warning.
     assert "(9 more Redis failures since the last warning)" in warnings[1].getMessage()
+
+
+def _lock_key(key: str) -> str:
+    from django.core.cache import caches
+
+    from django_idempotency.identity import lookup_hash
+
+    return str(caches["redis"].make_key(f"idempotency:lock:{lookup_hash(CLIENT_SCOPE, key, None)}"))
+
+
+def _forget_everything(redis_lock: PrefixedRedis) -> None:
+    """What a Redis restart without persistence, or a FLUSHALL, leaves."""
+    for k in redis_lock.scan_iter(f"{redis_lock.prefix}:*"):
+        redis_lock.delete(k)
+
+
+@needs_redis
+def test_a_replay_redis_did_not_have_is_cached_for_the_next_duplicates(
+    redis_lock: PrefixedRedis,
+) -> None:
+    client = api_client()
+    first = post(client, "redis-recache")
+    _forget_everything(redis_lock)
+
+    from_database = post(client, "redis-recache")
+    with CaptureQueriesContext(connection) as queries:
+        from_redis = post(client, "redis-recache")
+
+    assert from_database.headers["Idempotent-Replayed"] == "true"
+    assert from_redis.status_code == 201
+    assert from_redis.headers["Idempotent-Replayed"] == "true"
+    assert from_redis.content == first.content
+    assert statements(queries.captured_queries) == []
+    # Our lookup's lock is gone with the caching: no duplicate is told to wait.
+    assert redis_lock.get(_lock_key("redis-recache")) is None
+    assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_the_lock_of_a_duplicate_still_asking_the_database_never_answers_409(
+    redis_lock: PrefixedRedis,
+) -> None:
+    client = api_client()
+    first = post(client, "redis-looking")
+    _forget_everything(redis_lock)
+    # Another duplicate took the lock an instant ago and is reading the
+    # completed record from the database; this one must not be told that the
+    # operation is still running.
+    fingerprint = IdempotencyRecord.objects.get(key="redis-looking").fingerprint
+    redis_lock.set(_lock_key("redis-looking"), f"othertoken:{fingerprint}", px=60_000)
+
+    retry = post(client, "redis-looking")
+
+    assert retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_the_lock_of_a_request_running_the_view_answers_409_without_a_query(
+    redis_lock: PrefixedRedis,
+) -> None:
+    client = api_client()
+    post(client, "redis-done")  # the same body: the same fingerprint
+    fingerprint = IdempotencyRecord.objects.get(key="redis-done").fingerprint
+    redis_lock.set(_lock_key("redis-running"), f"run:othertoken:{fingerprint}", px=60_000)
+
+    with CaptureQueriesContext(connection) as queries:
+        busy = post(client, "redis-running")
+
+    assert busy.status_code == 409
+    assert busy.json()["code"] == "idempotency_request_in_progress"
+    assert statements(queries.captured_queries) == []
+
+
+@needs_redis
+def test_a_claim_marks_its_redis_lock_as_running_and_keeps_its_expiry(
+    redis_lock: PrefixedRedis,
+) -> None:
+    import datetime as dt
+
+    from django_idempotency.cache_lock import RedisFront
+    from django_idempotency.identity import lookup_hash
+
+    front = RedisFront(
+        "redis",
+        lookup_hash(CLIENT_SCOPE, "redis-mark", None),
+        ("f" * 64,),
+        ttl=dt.timedelta(hours=1),
+        lock_timeout=dt.timedelta(seconds=30),
+    )
+    assert front.check("ourtoken") is None  # the lock is ours
+    front.running()
+
+    lock_key = _lock_key("redis-mark")
+    assert redis_lock.get(lock_key) == b"run:ourtoken:" + b"f" * 64
+    assert 29_000 < int(redis_lock.pttl(lock_key)) <= 30_000
+    front.finish(None, fresh=True)  # still recognised as ours
+    assert redis_lock.get(lock_key) is None

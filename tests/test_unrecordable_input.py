@@ -52,3 +52,40 @@ def test_a_scope_callable_returning_a_nul_is_not_reported_as_an_outage() -> None
     assert response.status_code == 400
     assert response.json()["code"] == "idempotency_request_unrecordable"
     assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_path_the_records_table_character_set_cannot_hold_is_a_400_on_mariadb(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import connection
+
+    if connection.vendor != "mysql":
+        pytest.skip("a column's own character set is a MySQL/MariaDB matter")
+    table = IdempotencyRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW FULL COLUMNS FROM {table} LIKE 'path'")
+        _, column_type, collation, *_ = cursor.fetchone()
+        # A table created under a latin1 server default (the column is
+        # declared without a character set of its own).
+        cursor.execute(
+            f"ALTER TABLE {table} MODIFY path {column_type} CHARACTER SET latin1 NOT NULL"
+        )
+    try:
+        client = api_client()
+        refused = _post(client, "/items/%D0%B6/", key="latin1-1")
+        recorded = _post(client, "/items/ab/", key="latin1-2")
+    finally:
+        charset = collation.split("_")[0]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER TABLE {table} MODIFY path {column_type} "
+                f"CHARACTER SET {charset} COLLATE {collation} NOT NULL"
+            )
+
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "idempotency_request_unrecordable"
+    assert "Retry-After" not in refused
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert recorded.status_code == 201
+    assert Payment.objects.count() == 1  # the refused request ran nothing
