@@ -126,6 +126,11 @@ def _wait(value: Any) -> timedelta:
     """Like ``_duration``, but zero (the default: never wait) is allowed."""
     if not isinstance(value, bool) and (value == 0 or value == timedelta(0)):
         return timedelta(0)
+    negative = (isinstance(value, timedelta) and value < timedelta(0)) or (
+        isinstance(value, int | float) and not isinstance(value, bool) and value < 0
+    )
+    if negative:
+        raise OptionError(f"must be 0 (do not wait) or longer than zero, not {value!r}")
     return _duration(value)
 
 

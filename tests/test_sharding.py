@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
-from django.db import connections
+from django.db import OperationalError, connections
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path, reverse
@@ -279,6 +279,36 @@ def test_one_shard_failing_does_not_keep_the_others_from_being_purged() -> None:
         with broken.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
     assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [1, 0]
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+@override_settings(IDEMPOTENCY=SHARDED)
+def test_a_shard_failing_halfway_reports_what_its_committed_batches_deleted() -> None:
+    expired("records", 5)
+    expired("records_2", 1)
+    deletes = 0
+
+    def lost_after_the_first_batch(
+        execute: Any, sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        nonlocal deletes
+        if "DELETE" in sql.upper():
+            deletes += 1
+            if deletes == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with (
+        connections["records"].execute_wrapper(lost_after_the_first_batch),
+        pytest.raises(CommandError) as failure,
+    ):
+        call_command("purge_idempotency_records", "--batch-size", "2", stdout=io.StringIO())
+
+    assert str(failure.value) == (
+        "Purge failed on records: server closed the connection unexpectedly "
+        "(after deleting 2 records)"
+    )
+    assert [IdempotencyRecord.objects.using(a).count() for a in SHARDS] == [3, 0]
 
 
 def test_erasure_finds_a_users_records_on_every_shard(settings: Any) -> None:

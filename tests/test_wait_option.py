@@ -42,6 +42,14 @@ def test_wait_refuses_what_is_not_a_duration(value: Any) -> None:
         idempotent(wait=value)
 
 
+@pytest.mark.parametrize("value", [-1, -0.5, timedelta(seconds=-1)])
+def test_a_negative_wait_is_told_that_zero_is_allowed(value: Any) -> None:
+    with pytest.raises(
+        ImproperlyConfigured, match=r"must be 0 \(do not wait\) or longer than zero"
+    ):
+        idempotent(wait=value)
+
+
 @pytest.mark.parametrize("wait", [60, 61])
 def test_wait_must_be_shorter_than_lock_timeout(wait: Any) -> None:
     with pytest.raises(ImproperlyConfigured, match=r"'wait'.*'lock_timeout'"):

@@ -132,30 +132,42 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"--older-than: {exc}") from None
 
-        def report_batch(count: int) -> None:
-            self.stdout.write(f"  batch: deleted {count}")
+        # Batches commit one by one: a purge that fails halfway has deleted
+        # what its earlier batches did, and says so.
+        deleted = 0
+
+        def on_batch(count: int) -> None:
+            nonlocal deleted
+            deleted += count
+            if verbosity >= 2:
+                self.stdout.write(f"  batch: deleted {count}")
+
+        def failed(exc: DatabaseError) -> str:
+            done = f" (after deleting {deleted} records)" if deleted else ""
+            return f"{str(exc).strip()}{done}"
 
         app_settings = conf.get_settings()
         aliases = [database] if database is not None else list(app_settings.databases)
         results: list[PurgeResult] = []
         failures: list[str] = []
         for alias in aliases:
+            deleted = 0
             try:
                 result = purge(
                     older_than=older_than,
                     batch_size=batch_size,
                     dry_run=dry_run,
                     database=alias,
-                    on_batch=report_batch if verbosity >= 2 else None,
+                    on_batch=on_batch,
                     pause=pause,
                 )
             except ConnectionDoesNotExist as exc:
                 raise CommandError(f"Unknown database alias: {exc}") from None
             except DatabaseError as exc:
                 if len(aliases) == 1:
-                    raise CommandError(f"Purge failed: {exc}") from None
+                    raise CommandError(f"Purge failed: {failed(exc)}") from None
                 # One shard down must not keep the others from being purged.
-                failures.append(f"{alias}: {exc}")
+                failures.append(f"{alias}: {failed(exc)}")
                 continue
             results.append(result)
             if len(aliases) > 1 and verbosity >= 1:
