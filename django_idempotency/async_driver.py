@@ -106,7 +106,7 @@ async def _serve(
     handed_over = False
     claimed = False
     try:
-        outcome = await _claim_even_if_cancelled(attempt, front)
+        outcome = await _claim_even_if_cancelled(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
@@ -154,14 +154,14 @@ async def _despite_cancellation(
 
 
 async def _claim_even_if_cancelled(
-    attempt: Attempt, front: cache_lock.RedisFront | None
+    attempt: Attempt,
 ) -> store.Claim | store.Existing | HttpResponseBase:
     async def release(outcome: store.Claim | store.Existing | HttpResponseBase) -> None:
         if isinstance(outcome, store.Claim):
             notify = _notifies(attempt.options, attempt.alias)
             await sync_to_async(_release_quietly)(attempt.alias, outcome, notify=notify)
 
-    return await _despite_cancellation(sync_to_async(_claim_or_problem)(attempt, front), release)
+    return await _despite_cancellation(sync_to_async(_claim_or_problem)(attempt), release)
 
 
 async def _to_the_end(run: Awaitable[HttpResponseBase]) -> HttpResponseBase:

@@ -1,7 +1,9 @@
 """The optional Redis front (``IDEMPOTENCY = {"LOCK": "cache", "CACHE_ALIAS": ...}``).
 
 Redis answers duplicates without a database round trip: a replay from its
-response cache, a 409 from its lock, a 422 from either's fingerprint. It only
+response cache, a 422 from the fingerprint of its cache or its lock. A lock
+held for the same request sends a duplicate on to the database, which alone
+knows whether that request still runs. It only
 ever says "no" or replays something the database already committed; the
 database claim still runs behind it for every request Redis lets through, so
 exactly-once never depends on Redis. When Redis is unreachable (or loses its
@@ -71,20 +73,6 @@ if cached then return {'R', cached} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'A'} end
 return {'L', redis.call('GET', KEYS[2]) or ''}
 """
-# Mark our lock as held by a request that runs the view (ARGV[2], the lock's
-# new value), while it is still ours; keeps its expiry (PX, not KEEPTTL, which
-# Redis before 6.0 lacks).
-_RUNNING = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local left = redis.call('PTTL', KEYS[1])
-if left <= 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', left)
-return 1
-"""
-#: A lock value starting with this is held by a request that runs the view;
-#: any other was taken by a request still asking the database, which may well
-#: find the operation completed (Redis restarted or flushed, a takeover).
-RUNNING_PREFIX = "run:"
 # Store the response and drop the lock, but only while the lock is still ours;
 # with a channel (ARGV[4], option ``wait``) wake the duplicates waiting on it.
 _COMPLETE = """
@@ -103,8 +91,6 @@ class Acquired:
 @dataclass(frozen=True)
 class Held:
     same_request: bool
-    #: The holder runs the view (not merely asking the database).
-    running: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,30 +191,22 @@ class RedisFront:
 
     def check(self, token: str) -> Held | Cached | None:
         """Held or Cached answer the request; None sends it to the database
-        (with our lock taken, Redis unavailable, or the lock held by the same
-        request still asking the database: only the record can tell whether
-        that request's operation is running or long completed)."""
+        (with our lock taken, Redis unavailable, or the lock held for the
+        same request).
+
+        The lock says that the same request is being handled, not that its
+        operation still runs: its holder may be a duplicate reading the
+        completed record from the database (Redis restarted, was flushed, or
+        a takeover completed it), so only the record can answer "in
+        progress". A lock for another request is answered here: 422 whatever
+        the state of the first one."""
         found = check(self.alias, self.lookup_hash, self.fingerprints, token, self.lock_timeout)
         if isinstance(found, Acquired):
             self._lock_value = found.lock_value
             return None
-        if isinstance(found, Held) and found.same_request and not found.running:
+        if isinstance(found, Held) and found.same_request:
             return None
         return found
-
-    def running(self) -> None:
-        """The database claim is ours and the view is about to run: from now
-        on duplicates may be told "in progress" by Redis alone."""
-        if self._lock_value is None:
-            return
-        marked = RUNNING_PREFIX + self._lock_value
-        try:
-            client, _, lock_key = _client_and_keys(self.alias, self.lookup_hash)
-            if _run_script(client, _RUNNING, [lock_key], [self._lock_value, marked]):
-                self._lock_value = marked
-        except Exception:
-            # Unmarked, duplicates ask the database, which knows.
-            _outage.warn("Redis unavailable while marking an idempotency lock")
 
     def cache_replay(self, stored: StoredResponse) -> None:
         """The database answered with a completed record that Redis did not
@@ -316,10 +294,7 @@ def check(
             cached_fingerprint, stored = _decode(lookup_hash, result[1])
             return Cached(cached_fingerprint in fingerprints, stored)
         holder = result[1].decode() if isinstance(result[1], bytes) else result[1]
-        return Held(
-            holder.rpartition(":")[2] in fingerprints,
-            running=holder.startswith(RUNNING_PREFIX),
-        )
+        return Held(holder.rpartition(":")[2] in fingerprints)
     except Unreadable as exc:
         # Not an outage: the record in the database answers (or says it is
         # unreadable there too).

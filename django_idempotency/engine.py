@@ -162,7 +162,7 @@ def _serve(
     handed_over = False  # once _run returns, it has seen to the Redis front
     claimed = False  # the key is ours in the database: its release changes it
     try:
-        outcome = _claim_or_problem(attempt, front)
+        outcome = _claim_or_problem(attempt)
         if isinstance(outcome, HttpResponseBase):
             return outcome
         if isinstance(outcome, store.Existing):
@@ -246,16 +246,11 @@ def _redis_front(attempt: Attempt) -> cache_lock.RedisFront | None:
     )
 
 
-def _claim_or_problem(
-    attempt: Attempt, front: cache_lock.RedisFront | None = None
-) -> store.Claim | store.Existing | HttpResponseBase:
-    """The claim, the record that answers for the key, or why neither (500/503).
-
-    With the claim ours, the Redis ``front``'s lock is marked as held by a
-    request that runs the view."""
+def _claim_or_problem(attempt: Attempt) -> store.Claim | store.Existing | HttpResponseBase:
+    """The claim, the record that answers for the key, or why neither (500/503)."""
     alias = attempt.alias
     try:
-        outcome = _claim(alias, attempt.new)
+        return _claim(alias, attempt.new)
     except DatabaseError as exc:
         if store.refused_as_unrecordable(connections[alias], exc):
             logger.info(
@@ -276,9 +271,6 @@ def _claim_or_problem(
             "Could not claim idempotency key for %s; answering 503", attempt.new.endpoint
         )
         return _problem(Unavailable(), attempt.request_id, attempt.options)
-    if front is not None and isinstance(outcome, store.Claim):
-        front.running()
-    return outcome
 
 
 def _after_commit(
