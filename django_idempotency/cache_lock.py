@@ -166,8 +166,8 @@ def _decode(lookup_hash: str, raw: bytes) -> tuple[str, StoredResponse]:
 class RedisFront:
     """The Redis front as one request sees it: ``check`` before the database,
     then exactly one of ``finish`` (the outcome is committed) or ``forget``
-    (the request ends without one). Both are no-ops unless ``check`` took the
-    lock, so callers need not track whether it did."""
+    (the request ends without one). Callers need not track whether ``check``
+    took the lock: only what is ours is dropped."""
 
     def __init__(
         self,
@@ -188,6 +188,9 @@ class RedisFront:
         self.lock_timeout = lock_timeout
         self._lock_value: str | None = None
         self._started = time.monotonic()
+        #: Redis could not answer the check: this request leaves it alone,
+        #: rather than wait on an unreachable server a second time.
+        self._unanswered = False
 
     def check(self, token: str) -> Held | Cached | None:
         """Held or Cached answer the request; None sends it to the database
@@ -201,6 +204,7 @@ class RedisFront:
         progress". A lock for another request is answered here: 422 whatever
         the state of the first one."""
         found = check(self.alias, self.lookup_hash, self.fingerprints, token, self.lock_timeout)
+        self._unanswered = found is None
         if isinstance(found, Acquired):
             self._lock_value = found.lock_value
             return None
@@ -213,6 +217,8 @@ class RedisFront:
         have (Redis restarted or was flushed, a record stored while it was
         down or by a takeover): cache it for the next duplicates until the
         record expires, and drop our lock."""
+        if self._unanswered:
+            return
         ttl_left = (
             None
             if stored.expires_at is None
@@ -238,14 +244,17 @@ class RedisFront:
         self._finish(stored, fresh=fresh, publish=self.publish)
 
     def _finish(self, stored: StoredResponse | None, *, fresh: bool, publish: bool) -> None:
-        if self._lock_value is None:
-            return
         # Redis forgets the response when the record expires; the record's
         # clock started at the claim, and a takeover (not ``fresh``) keeps the
         # first request's, which we cannot know.
         ttl_left = self.ttl - timedelta(seconds=time.monotonic() - self._started)
         cacheable = stored is not None and fresh and ttl_left > timedelta(0)
         lock_value, self._lock_value = self._lock_value, None
+        if lock_value is None and (self._unanswered or not (cacheable or publish)):
+            return  # nothing of ours in Redis, nothing to tell, or no Redis
+        # Without our lock too: a duplicate sent on to the database by a lock
+        # held for the same request may win the claim there and run the view,
+        # and the requests waiting on Redis must hear of its outcome.
         cache_and_unlock(
             self.alias,
             self.lookup_hash,

@@ -359,3 +359,45 @@ def test_a_duplicate_of_a_running_request_is_told_409_by_the_record(
         1 if connection.vendor == "postgresql" else 2
     )
     assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_a_duplicate_that_runs_the_view_without_the_redis_lock_caches_and_announces_it(
+    redis_lock: PrefixedRedis,
+) -> None:
+    from django_idempotency.cache_lock import RedisFront
+    from django_idempotency.identity import lookup_hash
+    from django_idempotency.store import StoredResponse
+    from django_idempotency.waiting import redis_channel
+
+    hashed = lookup_hash(CLIENT_SCOPE, "redis-winner", None)
+
+    def front() -> RedisFront:
+        return RedisFront(
+            "redis",
+            hashed,
+            ("f" * 64,),
+            ttl=dt.timedelta(hours=1),
+            lock_timeout=dt.timedelta(seconds=30),
+            publish=True,
+        )
+
+    holder, winner = front(), front()
+    assert holder.check("holdertoken") is None  # took the Redis lock
+    # The same request behind that lock goes on to the database, where it
+    # claims the key first and runs the view.
+    assert winner.check("winnertoken") is None
+    listener = redis_lock.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # typed in redis 8
+    listener.subscribe(redis_channel("redis"))
+    listener.get_message(timeout=1)  # the subscription's confirmation
+
+    stored = StoredResponse(status=201, headers=[], body=b'{"id": 7}', request_id="r-1")
+    winner.finish(stored, fresh=True)
+
+    message = listener.get_message(timeout=2)
+    listener.close()
+    assert message is not None and message["data"] == hashed.encode()
+    replay = front().check("latertoken")
+    assert replay is not None and getattr(replay, "response", None) == stored
+    # The holder's lock is still its own, for it to drop.
+    assert redis_lock.get(_lock_key("redis-winner")) == b"holdertoken:" + b"f" * 64
