@@ -94,7 +94,9 @@ def _parsed_digest(request: Request) -> bytes:
     lists = uploads.lists() if hasattr(uploads, "lists") else ((k, [v]) for k, v in uploads.items())
     for name, files in sorted(lists):
         for upload in files:
-            digest.update(repr((name, upload.name, upload.size)).encode())
+            # The part's media type too: the same bytes as text/csv and as
+            # image/png are two requests to a view that stores either.
+            digest.update(repr((name, upload.name, upload.size, upload.content_type)).encode())
             for chunk in upload.chunks():
                 digest.update(chunk)
             upload.seek(0)

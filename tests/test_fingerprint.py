@@ -14,7 +14,9 @@ from tests.testapp.models import Payment
 pytestmark = pytest.mark.django_db
 
 
-def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
+def multipart(
+    boundary: str, amount: str, file_content: bytes, file_type: str = "text/plain"
+) -> bytes:
     lines = [
         f"--{boundary}",
         'Content-Disposition: form-data; name="amount"',
@@ -22,7 +24,7 @@ def multipart(boundary: str, amount: str, file_content: bytes) -> bytes:
         amount,
         f"--{boundary}",
         'Content-Disposition: form-data; name="receipt"; filename="r.txt"',
-        "Content-Type: text/plain",
+        f"Content-Type: {file_type}",
         "",
         file_content.decode(),
         f"--{boundary}--",
@@ -37,11 +39,12 @@ def send(
     amount: str = "3",
     file_content: bytes = b"receipt",
     path: str = "/function/",
+    file_type: str = "text/plain",
 ) -> Any:
     return client.generic(
         "POST",
         path,
-        multipart(boundary, amount, file_content),  # type: ignore[arg-type]  # stubs: str; Django takes bytes
+        multipart(boundary, amount, file_content, file_type),  # type: ignore[arg-type]  # stubs: str; Django takes bytes
         content_type=f"multipart/form-data; boundary={boundary}",
         HTTP_IDEMPOTENCY_KEY="upload-1",
     )
@@ -79,6 +82,15 @@ def test_multipart_with_other_fields_or_file_content_is_a_reuse(
     client = api_client()
     assert send(client, "boundaryAAA").status_code == 201
     reuse = send(client, "boundaryBBB", amount=amount, file_content=file_content)
+    assert reuse.status_code == 422
+    assert Payment.objects.count() == 1
+
+
+def test_the_same_file_sent_as_another_media_type_is_a_reuse() -> None:
+    client = api_client()
+    assert send(client, "boundaryAAA").status_code == 201
+    # Same name, same bytes: the view would store or serve them differently.
+    reuse = send(client, "boundaryBBB", file_type="image/png")
     assert reuse.status_code == 422
     assert Payment.objects.count() == 1
 
