@@ -14,8 +14,10 @@ the app's own claim and completion statements replayed by pgbench.
    replaced by pgbench variables: the lookup hash (64 random digits), the
    key, the claim token and the request id; the completion updates the row
    whose id the claim returned (``\\gset``). The only change to the app's
-   text: the claim's first SELECT branch names its output columns, which
-   ``\\gset`` needs (it changes neither the plan nor the work).
+   text: the claim selects the record id under a name for ``\\gset`` (a
+   call of the claim function of migration 0004: its id column instead of
+   all of them; the CTE it falls back to: its first SELECT branch names its
+   output columns), which changes neither the plan nor the work.
 3. Three scripts, interleaved in rounds at each client count, each
    statement its own durable commit as in the app (autocommit,
    ``synchronous_commit`` on):
@@ -64,6 +66,8 @@ from http_run import knee, knee_label
 
 CLIENTS = [1, 2, 4, 8, 16]
 SCRIPTS = ("pair", "request", "endpoint")
+#: What the engine calls where migration 0004 created it (django_idempotency/store.py).
+CLAIM_FUNCTION = "django_idempotency_claim_v1"
 
 
 class BenchFailed(Exception):
@@ -99,7 +103,7 @@ def _one_line(sql: str) -> str:
 
 def scripts(captured: dict[str, Any]) -> dict[str, str]:
     statements = captured["statements"]
-    claim = next(s for s in statements if "ON CONFLICT" in s["sql"])
+    claim = next(s for s in statements if "ON CONFLICT" in s["sql"] or CLAIM_FUNCTION in s["sql"])
     complete = next(s for s in statements if s["sql"].lstrip().startswith("UPDATE"))
     endpoint = next(s for s in statements if "benchsite_order" in s["sql"])
     if "literal" not in claim:
@@ -118,16 +122,24 @@ def scripts(captured: dict[str, Any]) -> dict[str, str]:
         if old not in claim_sql:
             raise BenchFailed(f"the claim as sent does not hold {old}")
         claim_sql = claim_sql.replace(old, new)
-    # \gset stores every column under its name: the first branch of the UNION
-    # names them (the second takes the names of the first).
-    match = re.search(r"\) SELECT (id, .*?) FROM ins UNION ALL", claim_sql)
-    if not match:
-        raise BenchFailed("the claim's shape changed: no 'SELECT id, ... FROM ins' branch")
-    columns = [c.strip() for c in match.group(1).split(",")]
-    named = ", ".join(
-        [columns[0] + " AS claim_id"] + [f"{c} AS c{i}" for i, c in enumerate(columns[1:], 1)]
-    )
-    claim_sql = claim_sql.replace(match.group(0), f") SELECT {named} FROM ins UNION ALL")
+    if CLAIM_FUNCTION in claim_sql:
+        # The function's other columns are NULL on a first request, which
+        # \gset cannot store: only the id is kept.
+        call = f"SELECT * FROM {CLAIM_FUNCTION}("
+        if call not in claim_sql:
+            raise BenchFailed(f"the claim's shape changed: no '{call}'")
+        claim_sql = claim_sql.replace(call, f"SELECT o_id AS claim_id FROM {CLAIM_FUNCTION}(")
+    else:
+        # \gset stores every column under its name: the first branch of the
+        # UNION names them (the second takes the names of the first).
+        match = re.search(r"\) SELECT (id, .*?) FROM ins UNION ALL", claim_sql)
+        if not match:
+            raise BenchFailed("the claim's shape changed: no 'SELECT id, ... FROM ins' branch")
+        columns = [c.strip() for c in match.group(1).split(",")]
+        named = ", ".join(
+            [columns[0] + " AS claim_id"] + [f"{c} AS c{i}" for i, c in enumerate(columns[1:], 1)]
+        )
+        claim_sql = claim_sql.replace(match.group(0), f") SELECT {named} FROM ins UNION ALL")
     complete_sql = complete["literal"]
     for old, new in ((f"'{token}'", "':t1:t2'"), (f'"id" = {record_id} ', '"id" = :claim_id ')):
         if old not in complete_sql:
