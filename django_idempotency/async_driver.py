@@ -90,12 +90,13 @@ async def _serve(
     if front is not None:
         fast = await _check_even_if_cancelled(front)
         if fast is not None:
-            stored = fast.response if isinstance(fast, cache_lock.Cached) else None
-            if stored is None and fast.same_request and waiter and waiter.may_wait():
+            if cache_lock.answers_alone(fast):
+                stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+                return await sync_to_async(_answer)(
+                    attempt, same_request=fast.same_request, stored=stored
+                )
+            if waiter and waiter.may_wait():
                 return None
-            return await sync_to_async(_answer)(
-                attempt, same_request=fast.same_request, stored=stored
-            )
     elif (
         waiter is not None
         and waiter.paused

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +25,7 @@ from django.db import connections, transaction
 from . import conf
 from .connections import in_caller_transaction
 from .encryption import Unreadable, cache_aad
+from .outage_log import OutageLog
 from .store import StoredResponse
 from .waiting import redis_channel
 
@@ -40,31 +39,7 @@ except ImportError:  # the optional extra is not installed; check E005 says so
 logger = logging.getLogger("django_idempotency")
 
 
-class _OutageLog:
-    """Warnings about Redis failing, at most one per ``every`` seconds per
-    process with the number left out: during an outage every request fails
-    twice, and a traceback each would bury the rest of the log."""
-
-    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self._left_out = 0
-
-    def warn(self, message: str) -> None:
-        now = self.clock()
-        with self._lock:
-            if self._last is not None and now - self._last < self.every:
-                self._left_out += 1
-                return
-            left_out, self._left_out, self._last = self._left_out, 0, now
-        if left_out:
-            message += f" ({left_out} more Redis failures since the last warning)"
-        logger.warning(message, exc_info=True)
-
-
-_outage = _OutageLog()
+_outage = OutageLog()
 
 # One round trip: the cached response if any, else the lock (taken if free).
 _CHECK = """
@@ -193,22 +168,19 @@ class RedisFront:
         self._unanswered = False
 
     def check(self, token: str) -> Held | Cached | None:
-        """Held or Cached answer the request; None sends it to the database
-        (with our lock taken, Redis unavailable, or the lock held for the
-        same request).
+        """What Redis knows; None sends the request to the database (with our
+        lock taken, or Redis unavailable).
 
-        The lock says that the same request is being handled, not that its
-        operation still runs: its holder may be a duplicate reading the
-        completed record from the database (Redis restarted, was flushed, or
-        a takeover completed it), so only the record can answer "in
-        progress". A lock for another request is answered here: 422 whatever
-        the state of the first one."""
+        A lock held for the same request (``Held(same_request=True)``) says
+        that request is being handled, not that its operation still runs:
+        its holder may be a duplicate reading the completed record from the
+        database (Redis restarted, was flushed, or a takeover completed it).
+        So it may be waited on (that holder caches the record and tells the
+        waiters) but not answered "in progress" (``answers_alone``)."""
         found = check(self.alias, self.lookup_hash, self.fingerprints, token, self.lock_timeout)
         self._unanswered = found is None
         if isinstance(found, Acquired):
             self._lock_value = found.lock_value
-            return None
-        if isinstance(found, Held) and found.same_request:
             return None
         return found
 
@@ -274,6 +246,12 @@ class RedisFront:
         waiting changed nothing, and telling would wake every waiter, itself
         included, to do the same, over and over."""
         self._finish(None, fresh=False, publish=self.publish and changed)
+
+
+def answers_alone(found: Held | Cached) -> bool:
+    """Can Redis answer this request by itself: a replay, a 422, never a
+    409 (only the record knows whether the same request still runs)."""
+    return isinstance(found, Cached) or not found.same_request
 
 
 def check(

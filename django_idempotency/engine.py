@@ -152,11 +152,12 @@ def _serve(
     front = _redis_front(attempt)
     if front is not None:
         fast = front.check(store.new_token())
-        if fast is not None:  # held or cached in Redis: the database is not asked
-            stored = fast.response if isinstance(fast, cache_lock.Cached) else None
-            if stored is None and fast.same_request and waiter and waiter.may_wait():
-                return None
-            return _answer(attempt, same_request=fast.same_request, stored=stored)
+        if fast is not None:  # held or cached in Redis
+            if cache_lock.answers_alone(fast):  # the database is not asked
+                stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+                return _answer(attempt, same_request=fast.same_request, stored=stored)
+            if waiter and waiter.may_wait():
+                return None  # whoever holds the lock tells the waiters when it is done
     elif waiter is not None and waiter.paused and waiter.may_wait() and still_running(attempt):
         return None
     handed_over = False  # once _run returns, it has seen to the Redis front

@@ -38,6 +38,7 @@ from django.db import connections
 
 from . import conf
 from .connections import in_caller_transaction
+from .outage_log import OutageLog
 
 logger = logging.getLogger("django_idempotency")
 
@@ -177,14 +178,17 @@ def _listen(channel: Channel, notifications: Callable[[Channel], Iterator[str]])
             for lookup_hash in notifications(channel):
                 channel.heard(lookup_hash)
         except Exception:
-            logger.warning(
+            _listener_outage.warn(
                 "Lost the connection waiting duplicates are woken through; they "
-                "back off until it is back",
-                exc_info=True,
+                "back off until it is back"
             )
         channel.deaf()
         _stop.wait(_RECONNECT_DELAY)
 
+
+# While Redis or the database is down the listener fails on every reconnect
+# (each second, in every process): one warning a minute says it all.
+_listener_outage = OutageLog(what="failed reconnections")
 
 _channels: dict[tuple[int, str, str], Channel] = {}
 _channels_lock = threading.Lock()

@@ -56,3 +56,42 @@ def test_notifications_are_remembered_for_a_while_however_many_arrive(clock: Clo
     assert list(channel._heard) == ["later"]
     channel.heard("key-5")
     assert list(channel._heard) == ["later", "key-5"]
+
+
+def test_a_listener_that_keeps_failing_warns_once_a_minute(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from collections.abc import Iterator
+
+    from django_idempotency.outage_log import OutageLog
+
+    monkeypatch.setattr(
+        waiting, "_listener_outage", OutageLog(clock=clock, what="failed reconnections")
+    )
+    monkeypatch.setattr(waiting, "_RECONNECT_DELAY", 0)
+    attempts = 0
+
+    def unreachable(channel: waiting.Channel) -> Iterator[str]:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 30:
+            clock.now += 61  # a minute of reconnecting, one try a second
+        if attempts == 31:
+            waiting._stop.set()
+        return iter(()) if attempts > 31 else _failing()
+
+    def _failing() -> Iterator[str]:
+        raise ConnectionError("Redis is down")
+        yield ""  # type: ignore[unreachable]  # a generator, as the real ones
+
+    caplog.set_level("WARNING", logger="django_idempotency")
+    try:
+        waiting._listen(waiting.Channel(clock), unreachable)
+    finally:
+        waiting._stop.clear()
+
+    warnings = [r for r in caplog.records if "Lost the connection" in r.getMessage()]
+    assert attempts == 31
+    assert len(warnings) == 2
+    assert warnings[0].exc_info is not None
+    assert "(28 more failed reconnections since the last warning)" in warnings[1].getMessage()
