@@ -77,3 +77,21 @@ def fingerprint_for(url: str, data: Any, method: str = "post", query: str = "") 
 
 def record_for(key: str) -> IdempotencyRecord:
     return IdempotencyRecord.objects.get(key=key)
+
+
+def postgres_admin_connection() -> Any:
+    """An autocommit psycopg connection to the server's ``postgres`` database,
+    with the test database's credentials: for what cannot run inside the
+    test database (ALTER DATABASE ... ALLOW_CONNECTIONS, ending its sessions)."""
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    return psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import connection, connections
 from django.urls import path
@@ -23,28 +22,17 @@ from rest_framework.response import Response
 from django_idempotency import engine, idempotent
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import api_client
+from tests.helpers import postgres_admin_connection
 from tests.testapp.models import Payment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
-
-
-def _admin() -> psycopg.Connection[Any]:
-    db = connection.settings_dict
-    return psycopg.connect(
-        host=db["HOST"],
-        port=db["PORT"],
-        user=db["USER"],
-        password=db["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    )
 
 
 def end_session(*, refuse_new: bool = False) -> None:
     """End the server session of this thread's connection (from another one);
     ``refuse_new`` (PostgreSQL): new connections are refused until allowed again."""
     if connection.vendor == "postgresql":
-        with _admin() as admin:
+        with postgres_admin_connection() as admin:
             if refuse_new:
                 name = connection.ops.quote_name(connection.settings_dict["NAME"])
                 admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
@@ -63,7 +51,7 @@ def end_session(*, refuse_new: bool = False) -> None:
 
 def allow_connections() -> None:
     name = connection.ops.quote_name(connection.settings_dict["NAME"])
-    with _admin() as admin:
+    with postgres_admin_connection() as admin:
         admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
 
 

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import api_client
+from tests.helpers import postgres_admin_connection
 from tests.testapp.models import Payment
 
 from .conftest import ServerFactory
@@ -205,18 +206,9 @@ def test_atomic_mode_answers_503_when_the_database_goes_away_during_the_view(
     wait_for_claim(key)
     # The view's writes are in its open transaction; now the database goes
     # away for the worker: its session dies and new connections are refused.
-    import psycopg
-
     db = connection.settings_dict
     name = connection.ops.quote_name(db["NAME"])
-    admin = psycopg.connect(
-        host=db["HOST"],
-        port=db["PORT"],
-        user=db["USER"],
-        password=db["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    )
+    admin = postgres_admin_connection()
     try:
         admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
         admin.execute(
