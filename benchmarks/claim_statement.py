@@ -9,9 +9,12 @@ as a ratio to the floor's INSERT (one narrow row, two indexes) of the same
 round: this machine is shared, so only the ratios carry over. The forms:
 
 - ``shipped``: what the engine sends (``store.insert_or_fetch``): a call of
-  the PL/pgSQL function of migration 0004, whose INSERT ... ON CONFLICT DO
-  NOTHING and SELECT of an existing row are planned once per server
-  connection (so even behind a transaction pooler);
+  the PL/pgSQL function of migration 0005 (version 2), which reads the
+  existing row first and only then tries INSERT ... ON CONFLICT DO NOTHING,
+  its statements planned once per server connection (so even behind a
+  transaction pooler);
+- ``function v1``: the function of migration 0004, which tries the INSERT
+  first and reads only when it did nothing (shipped before 0005);
 - ``statement fallback``: the INSERT and the SELECT in one CTE, planned on
   every call: what the engine sends where the function is missing (a
   database not yet migrated to 0004);
@@ -71,8 +74,8 @@ def _measure(rounds: int, n: int) -> int:
     from django_idempotency import store
 
     call_command("migrate", run_syncdb=True, verbosity=0)
-    if not store._has_claim_function(connection):
-        raise SystemExit("the claim function of migration 0004 is missing")
+    if store.claim_function(connection) != store._CLAIM_FUNCTIONS[0]:
+        raise SystemExit("the claim function of migration 0005 is missing")
     d = store.Dialect(connection)
     sql = store._claim_statements(d, 1)
 
@@ -106,6 +109,15 @@ def _measure(rounds: int, n: int) -> int:
     def shipped(record: store.NewRecord) -> None:
         store.insert_or_fetch(connection, record)
 
+    def function_v1(record: store.NewRecord) -> None:
+        # Through the engine's own code, as a database migrated to 0004 only.
+        chosen = store._CLAIM_FUNCTION_CHOSEN
+        chosen[connection.alias] = "django_idempotency_claim_v1"
+        try:
+            store.insert_or_fetch(connection, record)
+        finally:
+            chosen[connection.alias] = store._CLAIM_FUNCTIONS[0]
+
     def statement(record: store.NewRecord) -> None:
         params = store._insert_params(d, record, store.new_token())
         fps = record.fingerprints
@@ -132,6 +144,7 @@ def _measure(rounds: int, n: int) -> int:
     forms: dict[str, Callable[[], None]] = {"floor INSERT": floor}
     for label, claim in (
         ("shipped", shipped),
+        ("function v1", function_v1),
         ("statement fallback", statement),
         ("upsert", upsert),
     ):

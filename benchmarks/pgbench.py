@@ -66,8 +66,8 @@ from http_run import knee, knee_label
 
 CLIENTS = [1, 2, 4, 8, 16]
 SCRIPTS = ("pair", "request", "endpoint")
-#: What the engine calls where migration 0004 created it (django_idempotency/store.py).
-CLAIM_FUNCTION = "django_idempotency_claim_v1"
+#: What the engine calls where migrations 0004/0005 created them (django_idempotency/store.py).
+CLAIM_FUNCTIONS = ("django_idempotency_claim_v2", "django_idempotency_claim_v1")
 
 
 class BenchFailed(Exception):
@@ -103,7 +103,12 @@ def _one_line(sql: str) -> str:
 
 def scripts(captured: dict[str, Any]) -> dict[str, str]:
     statements = captured["statements"]
-    claim = next(s for s in statements if "ON CONFLICT" in s["sql"] or CLAIM_FUNCTION in s["sql"])
+    claim = next(
+        s
+        for s in statements
+        if "ON CONFLICT" in s["sql"] or any(f in s["sql"] for f in CLAIM_FUNCTIONS)
+    )
+    function = next((f for f in CLAIM_FUNCTIONS if f in claim["sql"]), None)
     complete = next(s for s in statements if s["sql"].lstrip().startswith("UPDATE"))
     endpoint = next(s for s in statements if "benchsite_order" in s["sql"])
     if "literal" not in claim:
@@ -122,13 +127,13 @@ def scripts(captured: dict[str, Any]) -> dict[str, str]:
         if old not in claim_sql:
             raise BenchFailed(f"the claim as sent does not hold {old}")
         claim_sql = claim_sql.replace(old, new)
-    if CLAIM_FUNCTION in claim_sql:
+    if function is not None:
         # The function's other columns are NULL on a first request, which
         # \gset cannot store: only the id is kept.
-        call = f"SELECT * FROM {CLAIM_FUNCTION}("
+        call = f"SELECT * FROM {function}("
         if call not in claim_sql:
             raise BenchFailed(f"the claim's shape changed: no '{call}'")
-        claim_sql = claim_sql.replace(call, f"SELECT o_id AS claim_id FROM {CLAIM_FUNCTION}(")
+        claim_sql = claim_sql.replace(call, f"SELECT o_id AS claim_id FROM {function}(")
     else:
         # \gset stores every column under its name: the first branch of the
         # UNION names them (the second takes the names of the first).

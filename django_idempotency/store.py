@@ -313,48 +313,61 @@ def _claim_statements(d: Dialect, fingerprints: int) -> _ClaimStatements:
     return statements
 
 
-#: Created by migration 0004 on PostgreSQL: the claim below with its plans
-#: cached per server connection (see the migration for why).
-_CLAIM_FUNCTION = "django_idempotency_claim_v1"
-_CLAIM_FUNCTION_SIGNATURE = (
-    f"{_CLAIM_FUNCTION}(text, text, text, text, text, text, text, text, text, text, "
+#: The claim as a PL/pgSQL function (migrations 0004 and 0005, PostgreSQL
+#: only), newest first: its plans are cached per server connection (see
+#: migration 0004 for why). A process calls the newest its database has: a
+#: database not yet migrated forward, or migrated back, has an older one.
+_CLAIM_FUNCTIONS = ("django_idempotency_claim_v2", "django_idempotency_claim_v1")
+_CLAIM_FUNCTION_ARGUMENTS = (
+    "(text, text, text, text, text, text, text, text, text, text, "
     "double precision, double precision, text[])"
 )
-_CLAIM_FUNCTION_CALL = f"SELECT * FROM {_CLAIM_FUNCTION}({', '.join(['%s'] * 13)})"
+_CLAIM_FUNCTION_CALLS = {
+    name: f"SELECT * FROM {name}({', '.join(['%s'] * 13)})" for name in _CLAIM_FUNCTIONS
+}
+_CLAIM_FUNCTION_PROBE = "SELECT " + ", ".join(["to_regprocedure(%s) IS NOT NULL"] * 2)
 
-#: Per database alias, whether its database has the function: asked once per
-#: process, since a database is migrated before a release that needs it runs.
-_CLAIM_FUNCTION_PRESENT: dict[str, bool] = {}
+#: Per database alias, the claim function its database has (None: none):
+#: asked once per process, since a database is migrated before a release
+#: that needs it runs.
+_CLAIM_FUNCTION_CHOSEN: dict[str, str | None] = {}
 
 
-def _has_claim_function(connection: BaseDatabaseWrapper) -> bool:
-    present = _CLAIM_FUNCTION_PRESENT.get(connection.alias)
-    if present is None:
+def claim_function(connection: BaseDatabaseWrapper) -> str | None:
+    """The name of the claim function to call on this PostgreSQL database."""
+    alias = connection.alias
+    if alias not in _CLAIM_FUNCTION_CHOSEN:
         connection.ensure_connection()
         # On the driver's own cursor: a once-per-process probe is not one of
         # the request's statements, so it stays out of the project's query
         # logs and counts (assertNumQueries), which describe the request.
         raw = connection.connection.cursor()
         try:
-            raw.execute("SELECT to_regprocedure(%s) IS NOT NULL", [_CLAIM_FUNCTION_SIGNATURE])
-            present = bool(raw.fetchone()[0])
+            raw.execute(
+                _CLAIM_FUNCTION_PROBE,
+                [name + _CLAIM_FUNCTION_ARGUMENTS for name in _CLAIM_FUNCTIONS],
+            )
+            present = raw.fetchone()
         finally:
             raw.close()
-        _CLAIM_FUNCTION_PRESENT[connection.alias] = present
-    return present
+        _CLAIM_FUNCTION_CHOSEN[alias] = next(
+            (name for name, there in zip(_CLAIM_FUNCTIONS, present, strict=True) if there), None
+        )
+    return _CLAIM_FUNCTION_CHOSEN[alias]
 
 
 def _call_claim_function(
-    connection: BaseDatabaseWrapper, cursor: Any, params: list[Any]
+    connection: BaseDatabaseWrapper, cursor: Any, name: str, params: list[Any]
 ) -> list[Any] | None:
     """The function's rows; None when it has gone since the probe (a
     migration back) and the statement form can still be sent instead."""
     try:
-        cursor.execute(_CLAIM_FUNCTION_CALL, params)
+        cursor.execute(_CLAIM_FUNCTION_CALLS[name], params)
     except ProgrammingError as exc:
         if getattr(exc.__cause__, "sqlstate", None) != _UNDEFINED_FUNCTION:
             raise
-        _CLAIM_FUNCTION_PRESENT[connection.alias] = False
+        # The next claim asks again: an older function may still be there.
+        _CLAIM_FUNCTION_CHOSEN.pop(connection.alias, None)
         # Inside a transaction the failed statement has aborted it.
         if connection.in_atomic_block:
             raise
@@ -363,12 +376,12 @@ def _call_claim_function(
 
 
 def forget_claim_function(alias: str | None = None) -> None:
-    """Ask again whether the claim function exists (after a migration back
-    or forth in a running process; tests)."""
+    """Ask again which claim function exists (after a migration back or
+    forth in a running process; tests)."""
     if alias is None:
-        _CLAIM_FUNCTION_PRESENT.clear()
+        _CLAIM_FUNCTION_CHOSEN.clear()
     else:
-        _CLAIM_FUNCTION_PRESENT.pop(alias, None)
+        _CLAIM_FUNCTION_CHOSEN.pop(alias, None)
 
 
 def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | Existing | None:
@@ -384,8 +397,9 @@ def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | 
     # this is the best estimate that is never later than the real one.
     estimate = datetime.now(UTC) + new.ttl
     with connection.cursor() as cursor:
-        if d.vendor == "postgresql" and _has_claim_function(connection):
-            rows = _call_claim_function(connection, cursor, [*params, list(fingerprints)])
+        function = claim_function(connection) if d.vendor == "postgresql" else None
+        if function is not None:
+            rows = _call_claim_function(connection, cursor, function, [*params, list(fingerprints)])
             if rows is not None:
                 if rows and rows[0][1]:
                     return Claim(

@@ -1,7 +1,9 @@
-"""The claim on PostgreSQL: a call of the function migration 0004 creates,
-and the same behaviour from the plain statement where the function is missing
-(a database created without migrations, or migrated back while a process runs)."""
+"""The claim on PostgreSQL: a call of the newest function the migrations
+created (0005: version 2, 0004: version 1), and the same behaviour from the
+plain statement where no function is there (a database created without
+migrations, or migrated back while a process runs)."""
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,10 +12,13 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from django_idempotency import conf, store
-from tests.helpers import assert_problem, post
+from django_idempotency.models import State
+from tests.factories import RecordFactory
+from tests.helpers import assert_problem, fingerprint_for, post
 from tests.testapp.models import Payment
 
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -39,23 +44,37 @@ def sent(client: APIClient, key: str, data: Any = None) -> tuple[Any, list[str]]
     return response, [s for s in sql if not s.lstrip().upper().startswith(_CONTROL)]
 
 
+V1 = "django_idempotency_claim_v1"
+V2 = "django_idempotency_claim_v2"
+
+
 def claims(sql: list[str]) -> list[str]:
-    return [s for s in sql if "_claim_v1(" in s or s.startswith("WITH ins")]
+    return [s for s in sql if "_claim_v" in s or s.startswith("WITH ins")]
 
 
-def function_exists() -> bool:
+def called(sql: list[str]) -> list[str]:
+    """What each claim statement is: a function's name, or "WITH ins"."""
+    return [
+        "WITH ins" if s.startswith("WITH ins") else s.split("(")[0].removeprefix("SELECT * FROM ")
+        for s in claims(sql)
+    ]
+
+
+def function_exists(name: str) -> bool:
     with records().cursor() as cursor:
-        cursor.execute("SELECT to_regproc('django_idempotency_claim_v1') IS NOT NULL")
+        cursor.execute("SELECT to_regproc(%s) IS NOT NULL", [name])
         return bool(cursor.fetchone()[0])
 
 
-def drop_function() -> None:
+def drop_function(name: str) -> None:
     with records().cursor() as cursor:
-        cursor.execute("DROP FUNCTION django_idempotency_claim_v1")
+        cursor.execute(f"DROP FUNCTION {name}")
 
 
-def test_the_migration_creates_the_function_and_the_claim_calls_it(client: APIClient) -> None:
-    assert function_exists()
+def test_the_migrations_create_both_functions_and_the_claim_calls_the_newest(
+    client: APIClient,
+) -> None:
+    assert function_exists(V1) and function_exists(V2)
 
     first, first_sql = sent(client, "k")
     replay, replay_sql = sent(client, "k")
@@ -66,17 +85,66 @@ def test_the_migration_creates_the_function_and_the_claim_calls_it(client: APICl
     assert replay.json() == first.json()
     assert_problem(other, 422, "idempotency_key_reused")
     for sql in (first_sql, replay_sql, other_sql):
-        assert [s.split("(")[0] for s in claims(sql)] == [
-            "SELECT * FROM django_idempotency_claim_v1"
-        ]
+        assert called(sql) == [V2]
     assert len(replay_sql) == len(other_sql) == 1
+    assert Payment.objects.count() == 1
+
+
+def test_a_database_with_only_the_first_function_is_claimed_through_it(
+    client: APIClient,
+) -> None:
+    # A database not yet migrated to 0005 (or migrated back to 0004).
+    drop_function(V2)  # rolled back with the test's transaction
+
+    first, first_sql = sent(client, "k")
+    replay, replay_sql = sent(client, "k")
+    other, other_sql = sent(client, "k", {"amount": 11})
+
+    assert first.status_code == 201
+    assert replay["Idempotent-Replayed"] == "true" and replay.json() == first.json()
+    assert_problem(other, 422, "idempotency_key_reused")
+    for sql in (first_sql, replay_sql, other_sql):
+        assert called(sql) == [V1]
+    assert len(replay_sql) == len(other_sql) == 1
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize("function", [V1, V2])
+def test_each_function_answers_every_kind_of_duplicate_alike(
+    client: APIClient, function: str
+) -> None:
+    # Versions 1 and 2 read and write in another order; what a request gets
+    # must not depend on which one its database has.
+    drop_function(V1 if function == V2 else V2)
+    url = "/function/"
+    first = post(client, url, {"amount": 5}, key="same")
+    replay = post(client, url, {"amount": 5}, key="same")
+    reused = post(client, url, {"amount": 6}, key="same")
+    RecordFactory(
+        key="running",
+        state=State.IN_PROGRESS,
+        fingerprint=fingerprint_for(url, {"amount": 7}),
+        locked_until=timezone.now() + dt.timedelta(minutes=5),
+        completed_at=None,
+        response_status=None,
+        response_body=None,
+        response_headers="",
+    )
+    running = post(client, url, {"amount": 7}, key="running")
+
+    assert first.status_code == 201
+    assert replay.status_code == 201 and replay.json() == first.json()
+    assert replay["Idempotent-Replayed"] == "true"
+    assert_problem(reused, 422, "idempotency_key_reused")
+    assert_problem(running, 409, "idempotency_request_in_progress")
     assert Payment.objects.count() == 1
 
 
 def test_without_the_function_the_claim_is_one_statement_with_the_same_answers(
     client: APIClient,
 ) -> None:
-    drop_function()  # rolled back with the test's transaction
+    drop_function(V2)  # rolled back with the test's transaction
+    drop_function(V1)
 
     first, first_sql = sent(client, "k")
     replay, replay_sql = sent(client, "k")
@@ -104,7 +172,7 @@ def test_a_function_gone_while_the_process_runs_fails_no_request(client: APIClie
     assert sent(client, "before")[0].status_code == 201  # the process now knows the function
     call_command("migrate", "django_idempotency", "0003", verbosity=0)
     try:
-        assert not function_exists()
+        assert not function_exists(V1) and not function_exists(V2)
 
         response, _ = sent(client, "after")
         again, again_sql = sent(client, "after")
@@ -115,6 +183,27 @@ def test_a_function_gone_while_the_process_runs_fails_no_request(client: APIClie
         assert Payment.objects.count() == 2
     finally:
         call_command("migrate", "django_idempotency", verbosity=0)
-    assert function_exists()
+    assert function_exists(V2)
     store.forget_claim_function()
-    assert sent(client, "migrated")[1][0].startswith("SELECT * FROM django_idempotency_claim_v1")
+    assert called(sent(client, "migrated")[1]) == [V2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_back_to_the_first_function_while_the_process_runs_fails_no_request(
+    client: APIClient,
+) -> None:
+    assert called(sent(client, "before")[1]) == [V2]  # the process now knows version 2
+    call_command("migrate", "django_idempotency", "0004", verbosity=0)
+    try:
+        assert function_exists(V1) and not function_exists(V2)
+
+        response, during = sent(client, "after")  # version 2 is gone: the statement instead
+        again, again_sql = sent(client, "after")  # asked again: version 1 is there
+
+        assert response.status_code == 201
+        assert called(during) == [V2, "WITH ins"]  # the call that failed, then the statement
+        assert again["Idempotent-Replayed"] == "true" and called(again_sql) == [V1]
+        assert Payment.objects.count() == 2
+    finally:
+        call_command("migrate", "django_idempotency", verbosity=0)
+    assert function_exists(V2)

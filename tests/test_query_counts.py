@@ -25,8 +25,8 @@ pytestmark = pytest.mark.django_db
 
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION")
 TABLE = IdempotencyRecord._meta.db_table
-#: On PostgreSQL the claim calls a function (migration 0004) that names no table.
-CLAIM_FUNCTION = "django_idempotency_claim_v1"
+#: On PostgreSQL the claim calls a function (migrations 0004, 0005) that names no table.
+CLAIM_FUNCTION = "django_idempotency_claim_v"
 
 
 def on_records(sql: str) -> bool:
