@@ -199,16 +199,7 @@ class RedisFront:
         if ttl_left is None or ttl_left <= timedelta(0):
             self._finish(None, fresh=False, publish=False)
             return
-        lock_value, self._lock_value = self._lock_value, None
-        cache_and_unlock(
-            self.alias,
-            self.lookup_hash,
-            lock_value,
-            self.fingerprints[0],
-            stored,
-            ttl_left,
-            publish=self.publish and lock_value is not None,
-        )
+        self._send(stored, ttl_left, publish=self.publish and self._lock_value is not None)
 
     def finish(self, stored: StoredResponse | None, *, fresh: bool) -> None:
         """The outcome is committed: cache ``stored`` if it may be replayed
@@ -221,19 +212,25 @@ class RedisFront:
         # first request's, which we cannot know.
         ttl_left = self.ttl - timedelta(seconds=time.monotonic() - self._started)
         cacheable = stored is not None and fresh and ttl_left > timedelta(0)
-        lock_value, self._lock_value = self._lock_value, None
-        if lock_value is None and (self._unanswered or not (cacheable or publish)):
+        if self._lock_value is None and (self._unanswered or not (cacheable or publish)):
             return  # nothing of ours in Redis, nothing to tell, or no Redis
         # Without our lock too: a duplicate sent on to the database by a lock
         # held for the same request may win the claim there and run the view,
         # and the requests waiting on Redis must hear of its outcome.
+        self._send(
+            stored if cacheable else None, ttl_left if cacheable else self.ttl, publish=publish
+        )
+
+    def _send(self, stored: StoredResponse | None, ttl: timedelta, *, publish: bool) -> None:
+        """Cache ``stored`` (if any) for ``ttl`` and drop our lock (if any)."""
+        lock_value, self._lock_value = self._lock_value, None
         cache_and_unlock(
             self.alias,
             self.lookup_hash,
             lock_value,
             self.fingerprints[0],
-            stored if cacheable else None,
-            ttl_left if cacheable else self.ttl,
+            stored,
+            ttl,
             publish=publish,
         )
 

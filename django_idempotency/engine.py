@@ -57,6 +57,12 @@ _CLAIM_ATTEMPTS = 3
 #: claim (its token), so sending it twice is safe.
 STORE_RETRY_PAUSES = (0.0, 0.5, 1.5)
 
+#: The claim on a connection that broke (a database restart or failover, a
+#: proxy dropping it, a waiting duplicate's connection cut while it waited) is
+#: tried again at once on a new one: nothing ran yet, so a second failure
+#: answers 503 and the client's own retry takes it from there.
+CLAIM_RETRY_PAUSES = (0.0,)
+
 # Between two tries of the store; a test moves its clock instead.
 _sleep = time.sleep
 
@@ -370,12 +376,39 @@ def _answer(
 def _claim(alias: str, new: store.NewRecord) -> store.Claim | store.Existing:
     """Claim the key, or return the record that answers for it."""
     connection, _ = claim_connection(alias)
-    for _attempt in range(_CLAIM_ATTEMPTS):
-        found = store.insert_or_fetch(connection, new)
+    # One token for every try: a claim the database committed just before
+    # the connection broke, its answer lost, is then recognised as ours.
+    token = store.new_token()
+    reconnects = iter(CLAIM_RETRY_PAUSES)
+    attempts = 0
+    while attempts < _CLAIM_ATTEMPTS:
+        try:
+            found = store.insert_or_fetch(connection, new, token)
+        except (OperationalError, InterfaceError):
+            # A refusal on a working connection (a timeout, a trigger, a
+            # deadlock) is the database's answer: 503, not a second try.
+            # Inside a transaction a broken connection took it with it.
+            if connection.in_atomic_block or not _connection_broke(connection):
+                raise
+            pause = next(reconnects, None)
+            if pause is None:
+                raise
+            logger.warning(
+                "Could not claim idempotency key for %s; trying again on a new connection",
+                new.endpoint,
+                exc_info=True,
+            )
+            _reconnect(connection, pause)
+            continue
+        attempts += 1
         if found is None:  # deleted between our INSERT and SELECT: try again
             continue
         if isinstance(found, store.Claim):
             return found
+        if found.token == token and found.state != State.COMPLETED:
+            return store.Claim(
+                found.record_id, token, lookup_hash=new.lookup_hash, expires_at=found.expires_at
+            )
         if should_take_over(found):
             taken = store.take_over(connection, new, found)
             if taken is not None:
@@ -568,6 +601,14 @@ def _store_after_view(
                 claim.record_id,
             )
         return None
+
+
+def _connection_broke(connection: Any) -> bool:
+    """After a failed statement: is the connection itself gone?"""
+    try:
+        return connection.connection is None or not connection.is_usable()
+    except Exception:
+        return True
 
 
 def _reconnect(connection: Any, pause: float) -> None:

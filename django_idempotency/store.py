@@ -384,10 +384,14 @@ def forget_claim_function(alias: str | None = None) -> None:
         _CLAIM_FUNCTION_CHOSEN.pop(alias, None)
 
 
-def insert_or_fetch(connection: BaseDatabaseWrapper, new: NewRecord) -> Claim | Existing | None:
-    """Claim the key, or return the row that holds it (None: it vanished meanwhile)."""
+def insert_or_fetch(
+    connection: BaseDatabaseWrapper, new: NewRecord, token: str | None = None
+) -> Claim | Existing | None:
+    """Claim the key, or return the row that holds it (None: it vanished meanwhile).
+
+    ``token`` proves the claim later; a new one unless given."""
     d = Dialect(connection)
-    token = new_token()
+    token = token or new_token()
     params = _insert_params(d, new, token)
     fingerprints = new.fingerprints
     sql = _claim_statements(d, len(fingerprints))

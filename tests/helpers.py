@@ -95,3 +95,35 @@ def postgres_admin_connection() -> Any:
         dbname="postgres",
         autocommit=True,
     )
+
+
+def end_session(*, refuse_new: bool = False) -> None:
+    """End the server session of this thread's connection (from another one);
+    ``refuse_new`` (PostgreSQL): new connections are refused until allowed again."""
+    from django.db import connection, connections
+
+    if connection.vendor == "postgresql":
+        with postgres_admin_connection() as admin:
+            if refuse_new:
+                name = connection.ops.quote_name(connection.settings_dict["NAME"])
+                admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+            admin.execute(
+                "SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid]
+            )
+    else:
+        session = connection.connection.thread_id()
+        other = connections.create_connection(connection.alias)
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(f"KILL CONNECTION {int(session)}")
+        finally:
+            other.close()
+
+
+def allow_connections() -> None:
+    """Undo ``end_session(refuse_new=True)`` (PostgreSQL)."""
+    from django.db import connection
+
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    with postgres_admin_connection() as admin:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")

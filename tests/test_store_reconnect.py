@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.urls import path
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -22,37 +22,10 @@ from rest_framework.response import Response
 from django_idempotency import engine, idempotent
 from django_idempotency.models import IdempotencyRecord, State
 from tests.factories import api_client
-from tests.helpers import postgres_admin_connection
+from tests.helpers import allow_connections, end_session
 from tests.testapp.models import Payment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
-
-
-def end_session(*, refuse_new: bool = False) -> None:
-    """End the server session of this thread's connection (from another one);
-    ``refuse_new`` (PostgreSQL): new connections are refused until allowed again."""
-    if connection.vendor == "postgresql":
-        with postgres_admin_connection() as admin:
-            if refuse_new:
-                name = connection.ops.quote_name(connection.settings_dict["NAME"])
-                admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
-            admin.execute(
-                "SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid]
-            )
-    else:
-        session = connection.connection.thread_id()
-        other = connections.create_connection(connection.alias)
-        try:
-            with other.cursor() as cursor:
-                cursor.execute(f"KILL CONNECTION {int(session)}")
-        finally:
-            other.close()
-
-
-def allow_connections() -> None:
-    name = connection.ops.quote_name(connection.settings_dict["NAME"])
-    with postgres_admin_connection() as admin:
-        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
 
 
 @api_view(["POST"])

@@ -173,7 +173,9 @@ def test_store_error_outside_atomic_mode_keeps_the_key_locked(failures: Failures
 
 
 @pytest.mark.processes
-def test_lost_connection_while_claiming_answers_503(server_factory: ServerFactory) -> None:
+def test_a_connection_lost_before_the_claim_is_replaced_and_the_view_runs_once(
+    server_factory: ServerFactory,
+) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("terminating a server-side session is shown on PostgreSQL")
     server = server_factory(workers=1, SERVER_CONN_MAX_AGE="1")
@@ -183,14 +185,41 @@ def test_lost_connection_while_claiming_answers_503(server_factory: ServerFactor
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+    # The worker's connection is dead; the claim is tried again on a new one.
     response = server.post("plain/", "connection-lost")
+    assert response.status_code == 201
+    assert Payment.objects.filter(reference="connection-lost").count() == 1
+    retry = server.post("plain/", "connection-lost")
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+    assert Payment.objects.filter(reference="connection-lost").count() == 1
+
+
+@pytest.mark.processes
+def test_a_claim_answers_503_when_the_database_stays_away(server_factory: ServerFactory) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("refusing connections to one database is shown on PostgreSQL")
+    server = server_factory(workers=1, SERVER_CONN_MAX_AGE="1")
+    assert server.post("plain/", "warm-up").status_code == 201  # a persistent connection
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    connection.ensure_connection()
+    ours = connection.connection.info.backend_pid  # the test's own connection stays
+    with postgres_admin_connection() as admin:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [connection.settings_dict["NAME"], ours],
+            )
+            response = server.post("plain/", "database-away")
+        finally:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
     assert response.status_code == 503
     assert response.json()["code"] == "idempotency_unavailable"
-    assert Payment.objects.filter(reference="connection-lost").count() == 0
     # Django drops the broken connection at the end of that request.
-    retry = server.post("plain/", "connection-lost")
+    retry = server.post("plain/", "database-away")
     assert retry.status_code == 201
-    assert Payment.objects.filter(reference="connection-lost").count() == 1
+    assert Payment.objects.filter(reference="database-away").count() == 1
 
 
 @pytest.mark.processes
