@@ -50,6 +50,15 @@ class RecordFactory(factory.django.DjangoModelFactory[IdempotencyRecord]):
 
     class Params:
         per_endpoint = False
+        #: A claim whose request still runs: no response yet, locked 5 more minutes.
+        running = factory.Trait(
+            state=State.IN_PROGRESS,
+            locked_until=factory.LazyAttribute(lambda o: o.created_at + dt.timedelta(minutes=5)),
+            completed_at=None,
+            response_status=None,
+            response_body=None,
+            response_headers="",
+        )
 
     key = factory.Sequence(lambda n: f"key-{n}")
     scope = CLIENT_SCOPE

@@ -3,7 +3,6 @@ created (0005: version 2, 0004: version 1), and the same behaviour from the
 plain statement where no function is there (a database created without
 migrations, or migrated back while a process runs)."""
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +11,9 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from django_idempotency import conf, store
-from django_idempotency.models import State
 from tests.factories import RecordFactory
 from tests.helpers import assert_problem, fingerprint_for, post
 from tests.testapp.models import Payment
@@ -90,13 +87,8 @@ def test_the_claim_goes_through_the_newest_function_there_with_the_same_answers(
         drop_function(name)  # rolled back with the test's transaction
     RecordFactory(
         key="running",
-        state=State.IN_PROGRESS,
+        running=True,
         fingerprint=fingerprint_for("/function/", {"amount": 7}),
-        locked_until=timezone.now() + dt.timedelta(minutes=5),
-        completed_at=None,
-        response_status=None,
-        response_body=None,
-        response_headers="",
     )
 
     first, first_sql = sent(client, "k")

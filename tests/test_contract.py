@@ -376,13 +376,8 @@ def test_rule7_fingerprint_covers_method_path_and_query(
 def test_rule7_mismatch_comes_before_in_progress(client: APIClient) -> None:
     RecordFactory(
         key="busy",
-        state=State.IN_PROGRESS,
+        running=True,
         fingerprint=fingerprint_for("/function/", {"amount": 10}),
-        locked_until=timezone.now() + dt.timedelta(minutes=5),
-        completed_at=None,
-        response_status=None,
-        response_body=None,
-        response_headers="",
     )
 
     response = post(client, "/function/", {"amount": 99}, key="busy")
@@ -399,13 +394,8 @@ def in_progress_record(
 ) -> IdempotencyRecord:
     return RecordFactory(
         key=key,
-        state=State.IN_PROGRESS,
+        running=True,
         fingerprint=fingerprint_for(url, {"amount": 10} if data is None else data),
-        locked_until=timezone.now() + dt.timedelta(minutes=5),
-        completed_at=None,
-        response_status=None,
-        response_body=None,
-        response_headers="",
         **kwargs,
     )
 

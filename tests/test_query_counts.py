@@ -5,18 +5,16 @@ counted. ``/bare/`` is ``/function/`` without the app: the difference between
 the two is what the app adds.
 """
 
-import datetime as dt
 from typing import Any
 
 import pytest
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from django_idempotency import conf
-from django_idempotency.models import IdempotencyRecord, State
+from django_idempotency.models import IdempotencyRecord
 from tests.factories import RecordFactory
 from tests.helpers import assert_problem, fingerprint_for, post
 from tests.testapp.models import Payment
@@ -160,13 +158,8 @@ def test_mismatch_costs_at_most_two_statements_one_on_postgresql(client: APIClie
 def test_in_progress_costs_at_most_two_statements_one_on_postgresql(client: APIClient) -> None:
     RecordFactory(
         key="k",
-        state=State.IN_PROGRESS,
+        running=True,
         fingerprint=fingerprint_for("/function/", {"amount": 10}),
-        locked_until=timezone.now() + dt.timedelta(minutes=5),
-        completed_at=None,
-        response_status=None,
-        response_body=None,
-        response_headers="",
     )
 
     response, sql = statements(client, "/function/", key="k")
