@@ -10,12 +10,16 @@ The module carries its own views and URLs (``@pytest.mark.urls(__name__)``).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from adrf.decorators import api_view as async_api_view
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import OperationalError, connection
+from django.test import AsyncClient
 from django.urls import path
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -23,7 +27,7 @@ from rest_framework.response import Response
 
 from django_idempotency import idempotent, waiting
 from django_idempotency.models import IdempotencyRecord, State
-from tests.factories import api_client
+from tests.factories import CLIENT_API_KEY, api_client
 from tests.helpers import allow_connections, end_session
 from tests.testapp.models import Payment
 
@@ -46,7 +50,26 @@ def _pay(request: Request) -> Response:
 pay = api_view(["POST"])(idempotent(lock_timeout=60)(_pay))
 pay_waiting = api_view(["POST"])(idempotent(lock_timeout=60, wait=10)(_pay))
 
-urlpatterns = [path("pay/", pay), path("pay-waiting/", pay_waiting)]
+
+async def _pay_async(request: Request) -> Response:
+    if request.headers.get("X-Hold"):
+        held.set()
+        for _ in range(1000):  # the test releases it; at most 10 s
+            if release.is_set():
+                break
+            await asyncio.sleep(0.01)
+    key = request.headers["Idempotency-Key"]
+    payment = await Payment.objects.acreate(amount=5, reference=key)
+    return Response({"id": payment.pk}, status=201)
+
+
+pay_async_waiting = async_api_view(["POST"])(idempotent(lock_timeout=60, wait=10)(_pay_async))
+
+urlpatterns = [
+    path("pay/", pay),
+    path("pay-waiting/", pay_waiting),
+    path("pay-async-waiting/", pay_async_waiting),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +196,55 @@ def test_a_waiting_duplicate_whose_connection_was_cut_gets_the_replay(
     assert answer["Idempotent-Replayed"] == "true"
     assert answer.json() == results["first"].json()
     assert Payment.objects.filter(reference="cut-while-waiting").count() == 1
+
+
+def test_an_async_waiting_duplicate_whose_connection_was_cut_gets_the_replay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cut = threading.Event()
+    apause = waiting.Waiter.apause
+
+    async def cut_while_waiting(self: waiting.Waiter) -> None:
+        if not cut.is_set():
+            # In the duplicate's context: its own connection.
+            await sync_to_async(end_session)()
+            cut.set()
+        await apause(self)
+
+    monkeypatch.setattr(waiting.Waiter, "apause", cut_while_waiting)
+
+    results: dict[str, Any] = {}
+
+    def send(name: str, **headers: str) -> None:
+        # A thread each, as each request of an ASGI server has its own
+        # context: each has its own database connection.
+        try:
+            results[name] = async_to_sync(AsyncClient().post)(
+                "/pay-async-waiting/",
+                {"amount": 5},
+                content_type="application/json",
+                headers={
+                    "X-Api-Key": CLIENT_API_KEY,
+                    "Idempotency-Key": "async-cut-while-waiting",
+                    **headers,
+                },
+            )
+        finally:
+            connection.close()
+
+    first_thread = threading.Thread(target=send, args=("first",), kwargs={"X-Hold": "1"})
+    first_thread.start()
+    assert held.wait(10)
+    duplicate_thread = threading.Thread(target=send, args=("duplicate",))
+    duplicate_thread.start()
+    assert cut.wait(10)
+    release.set()
+    first_thread.join(15)
+    duplicate_thread.join(15)
+    first, duplicate = results["first"], results["duplicate"]
+
+    assert first.status_code == 201
+    assert duplicate.status_code == 201, duplicate.content
+    assert duplicate["Idempotent-Replayed"] == "true"
+    assert duplicate.json() == first.json()
+    assert Payment.objects.filter(reference="async-cut-while-waiting").count() == 1
