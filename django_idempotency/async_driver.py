@@ -91,11 +91,12 @@ async def _serve(
         fast = await _check_even_if_cancelled(front)
         if fast is not None:
             if cache_lock.answers_alone(fast):
-                stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+                stored = fast.response
                 return await sync_to_async(_answer)(
                     attempt, same_request=fast.same_request, stored=stored
                 )
-            if waiter and waiter.may_wait():
+            # A lock held for this same request: its holder tells the waiters.
+            if waiter and fast.same_request and waiter.may_wait():
                 return None
     elif (
         waiter is not None

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.core.cache import caches
 from django.db import connections, transaction
@@ -176,7 +176,9 @@ class RedisFront:
         its holder may be a duplicate reading the completed record from the
         database (Redis restarted, was flushed, or a takeover completed it).
         So it may be waited on (that holder caches the record and tells the
-        waiters) but not answered "in progress" (``answers_alone``)."""
+        waiters) but not answered "in progress" (``answers_alone``). A lock
+        held for another request is not answered 422 either: the database
+        says whose the record is."""
         found = check(self.alias, self.lookup_hash, self.fingerprints, token, self.lock_timeout)
         self._unanswered = found is None
         if isinstance(found, Acquired):
@@ -245,10 +247,15 @@ class RedisFront:
         self._finish(None, fresh=False, publish=self.publish and changed)
 
 
-def answers_alone(found: Held | Cached) -> bool:
-    """Can Redis answer this request by itself: a replay, a 422, never a
-    409 (only the record knows whether the same request still runs)."""
-    return isinstance(found, Cached) or not found.same_request
+def answers_alone(found: Held | Cached) -> TypeGuard[Cached]:
+    """Can Redis answer this request by itself? Only from a cached response
+    (a replay, or 422 for another request), which is written after the
+    record committed. A lock answers nothing: it says which request is being
+    handled, not which one holds the record. Its holder may be a duplicate
+    that got the lock while the first request's own lock was gone (dropped
+    by another duplicate's 409, expired, lost with Redis) and is about to
+    hear 422 from the database, while the record belongs to this request."""
+    return isinstance(found, Cached)
 
 
 def check(

@@ -160,9 +160,10 @@ def _serve(
         fast = front.check(store.new_token())
         if fast is not None:  # held or cached in Redis
             if cache_lock.answers_alone(fast):  # the database is not asked
-                stored = fast.response if isinstance(fast, cache_lock.Cached) else None
+                stored = fast.response
                 return _answer(attempt, same_request=fast.same_request, stored=stored)
-            if waiter and waiter.may_wait():
+            # A lock held for this same request: its holder tells the waiters.
+            if waiter and fast.same_request and waiter.may_wait():
                 return None  # whoever holds the lock tells the waiters when it is done
     elif waiter is not None and waiter.paused and waiter.may_wait() and still_running(attempt):
         return None

@@ -13,7 +13,7 @@ import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
-from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
+from pytest_django import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
 from django_idempotency.models import IdempotencyRecord, State
@@ -93,24 +93,41 @@ def test_replay_and_mismatch_come_from_redis_without_a_database_query(
 
 
 @needs_redis
-def test_in_progress_is_answered_from_the_redis_lock(
-    redis_lock: PrefixedRedis, settings: Settings
+def test_a_lock_held_for_another_request_lets_the_record_decide(
+    redis_lock: PrefixedRedis,
 ) -> None:
-    from django.core.cache import caches
-
-    from django_idempotency.identity import lookup_hash
-
-    # Another worker holds the lock for this key (its token, our fingerprint
-    # would be unknown to it: a different request gets 422, see below).
-    key = "redis-busy"
-    lock_key = caches["redis"].make_key(f"idempotency:lock:{lookup_hash(CLIENT_SCOPE, key, None)}")
-    redis_lock.set(lock_key, "othertoken:" + "f" * 64, px=60_000)
+    # This request's first try runs its view; its own Redis lock is gone (a
+    # duplicate that got 409 had taken and dropped it, or it expired), and a
+    # request with another body holds the lock now, on its way to the 422 the
+    # database will give it. The record, not that lock, says whose key it is.
     client = api_client()
-    with CaptureQueriesContext(connection) as queries:
-        response = post(client, key)
-    assert response.status_code == 422  # its fingerprint differs from ours
-    assert statements(queries.captured_queries) == []
-    assert Payment.objects.count() == 0
+    post(client, "redis-done")  # the same body: the same fingerprint
+    fingerprint = IdempotencyRecord.objects.get(key="redis-done").fingerprint
+    RecordFactory(key="redis-running", fingerprint=fingerprint, running=True)
+    redis_lock.set(_lock_key("redis-running"), "othertoken:" + "f" * 64, px=60_000)
+
+    busy = post(client, "redis-running")
+
+    assert busy.status_code == 409  # not 422: a client must not give up on its payment
+    assert busy.json()["code"] == "idempotency_request_in_progress"
+    assert Payment.objects.count() == 1
+
+
+@needs_redis
+def test_a_lock_held_for_another_request_does_not_hide_this_ones_stored_response(
+    redis_lock: PrefixedRedis,
+) -> None:
+    client = api_client()
+    first = post(client, "redis-stored")
+    _forget_everything(redis_lock)  # Redis lost the cached response
+    redis_lock.set(_lock_key("redis-stored"), "othertoken:" + "f" * 64, px=60_000)
+
+    retry = post(client, "redis-stored")
+
+    assert retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert Payment.objects.count() == 1
 
 
 @needs_redis
