@@ -253,7 +253,12 @@ async def _run_atomic(
         # ASGI handler, which refuses ATOMIC_REQUESTS for async views.
         raise RuntimeError(state)
     atomic = transaction.atomic(using=alias)
-    await sync_to_async(atomic.__enter__)()
+
+    def enter() -> Any:
+        atomic.__enter__()
+        return connections[alias].connection  # what _atomic_failure compares
+
+    started_on = await sync_to_async(enter)()
     view_returned = False
     try:
         response = await handler(attempt.request, *args, **kwargs)
@@ -277,13 +282,20 @@ async def _run_atomic(
             exc,
             view_returned=view_returned,
             in_caller=False,
+            started_on=started_on,
             after_commit=after_commit,
         )
     try:
         await sync_to_async(atomic.__exit__)(None, None, None)  # COMMIT
     except BaseException as exc:
         return await sync_to_async(_atomic_failure)(
-            attempt, claim, exc, view_returned=True, in_caller=False, after_commit=after_commit
+            attempt,
+            claim,
+            exc,
+            view_returned=True,
+            in_caller=False,
+            started_on=started_on,
+            after_commit=after_commit,
         )
     await sync_to_async(after_commit)(claim, stored)
     return first_answer_headers(attempt, claim, response)

@@ -464,6 +464,7 @@ def _run(
 
     if options.atomic:
         view_returned = False
+        started_on = connection.connection  # the claim ran on it: connected
         try:
             with transaction.atomic(using=alias):
                 response = run_view()
@@ -482,6 +483,7 @@ def _run(
                 exc,
                 view_returned=view_returned,
                 in_caller=in_caller,
+                started_on=started_on,
                 after_commit=after_commit,
             )
         if not defer:
@@ -519,10 +521,18 @@ def _atomic_failure(
     *,
     view_returned: bool,
     in_caller: bool,
+    started_on: Any,
     after_commit: Callable[[store.Claim, store.StoredResponse | None], None],
 ) -> HttpResponseBase:
     """The atomic block around the view was rolled back by ``exc``: answer,
-    or raise ``exc`` again (the view's own errors, as without the app)."""
+    or raise ``exc`` again (the view's own errors, as without the app).
+
+    ``started_on``: the driver connection the atomic block began on. If it
+    broke (a restart, a failover, a proxy cutting it), Django dropped it and
+    opened another as the block ended: the view's transaction is gone, so
+    nothing of it was kept and the client may retry. A 503 says so where the
+    view's own error would be a 500. (Not inside the caller's transaction:
+    the whole request is lost with it there.)"""
     alias, request_id, options = attempt.alias, attempt.request_id, attempt.options
     if isinstance(exc, _Fenced):
         # Another request took the claim over and runs the view: ours was
@@ -530,13 +540,27 @@ def _atomic_failure(
         after_commit(claim, None)
         return _problem(RequestInProgress(), request_id, options)
     notify = _notifies(options, alias)
-    if not (view_returned and isinstance(exc, DatabaseError)):
+    connection = connections[alias]
+    lost = (
+        isinstance(exc, DatabaseError)
+        and not in_caller
+        and (connection.connection is not started_on or _connection_broke(connection))
+    )
+    if not (view_returned and isinstance(exc, DatabaseError)) and not lost:
         _release_quietly(alias, claim, notify=notify)
         raise exc
-    # Storing or committing failed, so nothing of the view was kept (a commit
-    # that did happen left the record completed, which the release below never
-    # deletes).
-    logger.error("Could not store idempotency record %s", claim.record_id, exc_info=exc)
+    if view_returned:
+        # Storing or committing failed, so nothing of the view was kept (a
+        # commit that did happen left the record completed, which the release
+        # below never deletes).
+        logger.error("Could not store idempotency record %s", claim.record_id, exc_info=exc)
+    else:
+        logger.error(
+            "The database connection broke while the view of idempotency record %s ran "
+            "in atomic mode; its transaction was rolled back. Answering 503",
+            claim.record_id,
+            exc_info=exc,
+        )
     if in_caller:
         # Our savepoint rolled back, but InnoDB keeps its row locks until the
         # caller's transaction ends: releasing from the other connection now
@@ -688,16 +712,36 @@ def _release_quietly(alias: str, claim: store.Claim, *, notify: bool = False) ->
     """Release on the claiming connection: it commits even when the caller's
     transaction is about to roll back. A failure leaves the claim to expire.
     ``notify``: wake the duplicates waiting on PostgreSQL."""
-    try:
-        # Inside the try: finding the connection may itself need the database
-        # (a reconnect to a server that is gone).
-        connection, _ = claim_connection(alias)
-        store.release(connection, claim, notify=notify)
-    except DatabaseError:
-        logger.exception(
-            "Could not release idempotency record %s; it is freed after lock_timeout",
-            claim.record_id,
-        )
+    for last_try in (False, True):
+        connection = None
+        try:
+            # Inside the try: finding the connection may itself need the
+            # database (a reconnect to a server that is gone).
+            connection, _ = claim_connection(alias)
+            store.release(connection, claim, notify=notify)
+            return
+        except DatabaseError:
+            # The view failed because the connection broke (so did the
+            # release): a new connection frees the key now, not after
+            # lock_timeout.
+            if (
+                not last_try
+                and connection is not None
+                and not connection.in_atomic_block
+                and _connection_broke(connection)
+            ):
+                logger.warning(
+                    "Could not release idempotency record %s; trying again on a new connection",
+                    claim.record_id,
+                    exc_info=True,
+                )
+                _reconnect(connection, 0.0)
+                continue
+            logger.exception(
+                "Could not release idempotency record %s; it is freed after lock_timeout",
+                claim.record_id,
+            )
+            return
 
 
 def _notify(signal: Signal, sender: type[APIView], **kwargs: Any) -> None:
