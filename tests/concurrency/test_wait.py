@@ -158,7 +158,10 @@ def test_a_duplicate_waits_no_longer_than_wait_then_gets_409(
     assert duplicate.status_code == 409
     assert duplicate.json()["code"] == "idempotency_request_in_progress"
     assert duplicate.headers["Retry-After"]
-    assert 1.0 <= waited < 3.0, waited  # wait=1 s
+    # wait=1 s. The upper bound leaves room for a loaded machine (3.3 s has
+    # been seen): a wait that ignored the option would last the first
+    # request's hold, 60 s, and see it finished.
+    assert 1.0 <= waited < 10.0, waited
     release.touch()
     assert first.result().status_code == 201
     assert Payment.objects.filter(reference=key).count() == 1
