@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.files.uploadedfile import UploadedFile
-from django.http.request import RawPostDataException
+from django.http.request import HttpRequest, RawPostDataException
 from rest_framework.request import Request
 
 from .exceptions import AnonymousKey
@@ -114,7 +114,11 @@ def _body_digest(request: Request) -> bytes:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     length = int(django_request.META.get("CONTENT_LENGTH") or 0)
     if limit is not None and length > limit:
-        return _parsed_digest(request)
+        unread = not django_request._read_started  # type: ignore[attr-defined]
+        digest = _parsed_digest(request)
+        if unread and not hasattr(django_request, "_body"):
+            _refuse_body_as_too_big(django_request)
+        return digest
     if (django_request.content_type or "").startswith("multipart/"):
         if length and not django_request._read_started:  # type: ignore[attr-defined]
             # Parsing the form would use up the stream, and a view that then
@@ -128,6 +132,28 @@ def _body_digest(request: Request) -> bytes:
         return hashlib.sha256(django_request.body).digest()
     except RawPostDataException:
         return _parsed_digest(request)
+
+
+#: Per request class, its subclass whose ``body`` is refused as too big.
+_TOO_BIG_FOR_BODY: dict[type[HttpRequest], type[HttpRequest]] = {}
+
+
+def _too_big(request: HttpRequest) -> bytes:
+    raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+
+
+def _refuse_body_as_too_big(django_request: HttpRequest) -> None:
+    """Without the app, ``request.body`` on a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE raises RequestDataTooBig (a 400). The parts
+    were streamed here to be fingerprinted, after which Django would raise
+    RawPostDataException (a 500) instead: keep Django's answer."""
+    base = type(django_request)
+    refusing = _TOO_BIG_FOR_BODY.get(base)
+    if refusing is None:
+        refusing = _TOO_BIG_FOR_BODY[base] = type(
+            base.__name__, (base,), {"body": property(_too_big), "__module__": base.__module__}
+        )
+    django_request.__class__ = refusing
 
 
 def _content_type(request: Request) -> bytes:

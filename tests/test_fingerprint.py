@@ -141,3 +141,35 @@ def test_a_json_retry_never_gets_the_browsable_api_page_stored_for_a_browser() -
     assert retry.status_code == 422
     assert not retry["Content-Type"].startswith("text/html")
     assert Payment.objects.count() == 1
+
+
+def test_a_multipart_body_over_the_memory_limit_is_refused_to_a_body_reading_view_as_django_does(
+    settings: Any,
+) -> None:
+    # Django refuses request.body over DATA_UPLOAD_MAX_MEMORY_SIZE with a 400;
+    # the app streams the parts to fingerprint them, which must not turn
+    # that into a 500 (RawPostDataException).
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client = api_client()
+    big = b"r" * 4096
+
+    refused = send(client, "boundaryAAA", file_content=big, path="/raw-body/")
+
+    assert refused.status_code == 400
+    assert Payment.objects.count() == 0
+
+
+def test_a_multipart_body_over_the_memory_limit_still_reaches_a_view_reading_its_data(
+    settings: Any,
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client = api_client()
+    big = b"r" * 4096
+
+    first = send(client, "boundaryAAA", file_content=big)
+    retry = send(client, "boundaryBBB", file_content=big)
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert send(client, "boundaryCCC", file_content=big + b"!").status_code == 422
+    assert Payment.objects.count() == 1
