@@ -59,3 +59,19 @@ def _one_backend_runs_servers_at_a_time(request: pytest.FixtureRequest) -> Itera
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def server_session() -> Iterator[None]:
+    """For tests that end the database session (tests.helpers.end_session):
+    skipped on SQLite, and PostgreSQL takes connections again afterwards,
+    even when a test failed while they were refused."""
+    from django.db import connection
+
+    from tests.helpers import allow_connections
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server session to lose")
+    yield
+    if connection.vendor == "postgresql":
+        allow_connections()

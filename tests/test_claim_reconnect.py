@@ -31,7 +31,11 @@ from tests.factories import CLIENT_API_KEY, api_client
 from tests.helpers import allow_connections, end_session
 from tests.testapp.models import Payment
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.urls(__name__),
+    pytest.mark.usefixtures("server_session"),
+]
 
 #: Lets a test keep the first request inside its view while a duplicate waits.
 held = threading.Event()
@@ -73,15 +77,11 @@ urlpatterns = [
 
 
 @pytest.fixture(autouse=True)
-def _server_database() -> Iterator[None]:
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite has no server session to lose")
+def _gates() -> Iterator[None]:
     held.clear()
     release.clear()
     yield
-    release.set()
-    if connection.vendor == "postgresql":
-        allow_connections()
+    release.set()  # a first request still held lets go
 
 
 def post(key: str, url: str = "/pay/", **headers: str) -> Any:
@@ -106,6 +106,20 @@ def on_first_claim(action: Callable[[Callable[[], Any]], Any]) -> Any:
         return action(lambda: execute(sql, params, many, context))
 
     return connection.execute_wrapper(wrapper)
+
+
+def first_then_duplicate_cut_while_waiting(send: Callable[..., None], cut: threading.Event) -> None:
+    """``send(name, **headers)`` the first request (held in its view), then
+    its duplicate; let the first finish once the duplicate's connection is cut."""
+    first = threading.Thread(target=send, args=("first",), kwargs={"X-Hold": "1"})
+    first.start()
+    assert held.wait(10)
+    duplicate = threading.Thread(target=send, args=("duplicate",))
+    duplicate.start()
+    assert cut.wait(10)
+    release.set()
+    first.join(15)
+    duplicate.join(15)
 
 
 def test_a_claim_whose_connection_broke_is_made_on_a_new_connection(
@@ -180,15 +194,7 @@ def test_a_waiting_duplicate_whose_connection_was_cut_gets_the_replay(
         finally:
             connection.close()
 
-    first = threading.Thread(target=send, args=("first",), kwargs={"X-Hold": "1"})
-    first.start()
-    assert held.wait(10)
-    duplicate = threading.Thread(target=send, args=("duplicate",))
-    duplicate.start()
-    assert cut.wait(10)
-    release.set()
-    first.join(15)
-    duplicate.join(15)
+    first_then_duplicate_cut_while_waiting(send, cut)
 
     assert results["first"].status_code == 201
     answer = results["duplicate"]
@@ -232,15 +238,7 @@ def test_an_async_waiting_duplicate_whose_connection_was_cut_gets_the_replay(
         finally:
             connection.close()
 
-    first_thread = threading.Thread(target=send, args=("first",), kwargs={"X-Hold": "1"})
-    first_thread.start()
-    assert held.wait(10)
-    duplicate_thread = threading.Thread(target=send, args=("duplicate",))
-    duplicate_thread.start()
-    assert cut.wait(10)
-    release.set()
-    first_thread.join(15)
-    duplicate_thread.join(15)
+    first_then_duplicate_cut_while_waiting(send, cut)
     first, duplicate = results["first"], results["duplicate"]
 
     assert first.status_code == 201

@@ -9,7 +9,6 @@ The module carries its own view and URLs (``@pytest.mark.urls(__name__)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,11 @@ from tests.factories import api_client
 from tests.helpers import allow_connections, end_session
 from tests.testapp.models import Payment
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.urls(__name__),
+    pytest.mark.usefixtures("server_session"),
+]
 
 
 @api_view(["POST"])
@@ -38,15 +41,6 @@ def pay(request: Request) -> Response:
 
 
 urlpatterns = [path("pay/", pay)]
-
-
-@pytest.fixture(autouse=True)
-def _server_database() -> Iterator[None]:
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite has no server session to lose")
-    yield
-    if connection.vendor == "postgresql":
-        allow_connections()  # even when a test failed with connections refused
 
 
 def post(key: str, **headers: str) -> Any:

@@ -13,7 +13,6 @@ carries its own views and URLs (``@pytest.mark.urls(__name__)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +31,11 @@ from tests.factories import CLIENT_API_KEY, api_client
 from tests.helpers import allow_connections, assert_problem, end_session
 from tests.testapp.models import Payment
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.urls(__name__),
+    pytest.mark.usefixtures("server_session"),
+]
 
 
 def _pay(request: Request) -> Response:
@@ -62,15 +65,6 @@ urlpatterns = [
     path("pay-atomic/", pay_atomic),
     path("pay-async-atomic/", pay_async_atomic),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _server_database() -> Iterator[None]:
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite has no server session to lose")
-    yield
-    if connection.vendor == "postgresql":
-        allow_connections()
 
 
 def post(url: str, key: str, **headers: str) -> Any:
